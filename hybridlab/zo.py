@@ -1,0 +1,370 @@
+"""Zero-order (ZO) gradient estimates from device queries (ALGORITHMS.md section 3).
+
+A physical layer computes ``y = f(x; w) = A(w) x`` and can only be *queried*: write the
+control parameters ``w``, push inputs through, read outputs. Backprop needs
+
+* ``dL/dw`` -- estimated here by :func:`zo_gradient`, a randomized directional finite
+  difference of the scalar ``<f(X; w), V>_F`` whose gradient in ``w`` is exactly ``dL/dw``;
+* ``dL/dx = A^T v`` -- normally taken from the low-rank surrogate; :func:`zo_input_gradient`
+  gives the (costly) zero-order estimate used by the "ZO only" method.
+
+Nothing here imports :mod:`hybridlab.devices`: the functions work on *query callables*,
+
+* ``query_at(W, X) -> Y``: ``W`` (M, p) parameter sets, ``X`` (n, d_in) inputs shared by all
+  sets, ``Y`` (M, n, d_out) -- for example ``device.query_batch``;
+* ``query(X) -> Y``: ``X`` (n, d_in) at the current configuration, ``Y`` (n, d_out) -- for
+  example ``device.query``.
+
+Every estimate is a handful of batched tensor operations (no Python loop over samples), follows
+the dtype and device of its inputs, and is reproducible under a ``torch.Generator``.
+
+Cost model (ALGORITHMS.md section 2): one *query* is one input vector pushed through the device,
+one *configuration* is one parameter vector written to it. With ``M`` samples and a batch of
+``n`` inputs:
+
+* ``zo_gradient``, forward: ``M + 1`` configurations, ``(M + 1) n`` queries;
+* ``zo_gradient``, forward with ``f0 = f(X; w)`` given: ``M`` configurations, ``M n`` queries;
+* ``zo_gradient``, central: ``2 M`` configurations, ``2 M n`` queries;
+* ``compressed=True``: same configurations, ``n`` replaced by ``d_out`` in the query counts;
+* ``zo_input_gradient``: no reconfiguration, ``(M + 1) n`` queries (``M n`` with ``f0``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["KINDS", "SCHEMES", "directions", "zo_gradient", "zo_input_gradient"]
+
+KINDS: tuple[str, ...] = ("gaussian", "rademacher")
+"""Valid values of ``kind`` (distribution of the random directions)."""
+
+SCHEMES: tuple[str, ...] = ("forward", "central")
+"""Valid values of ``scheme`` (finite-difference scheme)."""
+
+QueryAt = Callable[[Tensor, Tensor], Tensor]
+Query = Callable[[Tensor], Tensor]
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _check_samples(samples: int, name: str = "samples") -> int:
+    if isinstance(samples, bool) or not isinstance(samples, int):
+        try:
+            ok = float(samples) == int(samples)  # accept numpy / tensor integers
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"`{name}` must be a positive integer (number of directions M), got {samples!r}")
+        samples = int(samples)
+    if samples < 1:
+        raise ValueError(f"`{name}` must be >= 1 (number of random directions M), got {samples}")
+    return samples
+
+
+def _check_mu(mu: float) -> float:
+    try:
+        mu_f = float(mu)
+    except (TypeError, ValueError):
+        raise ValueError(f"`mu` must be a positive finite number (finite-difference step), got {mu!r}") from None
+    if not math.isfinite(mu_f) or mu_f <= 0.0:
+        raise ValueError(
+            f"`mu` must be a positive finite number (finite-difference step), got {mu!r}; "
+            "typical values are 1e-4 (noise-free) to 1e-2 (noisy read-out)"
+        )
+    return mu_f
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown direction `kind` {kind!r}; valid values: {', '.join(map(repr, KINDS))}")
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown `scheme` {scheme!r}; valid values: {', '.join(map(repr, SCHEMES))}")
+
+
+def _check_tensor(name: str, t: object, ndim: int, expected: str) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor of shape {expected}, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"`{name}` must have shape {expected}, got shape {tuple(t.shape)}")
+    return t
+
+
+def _check_finite(name: str, t: Tensor, who: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(
+            f"{who} returned non-finite values in `{name}` ({bad} of {t.numel()} entries are NaN/Inf): "
+            "the device returned NaN/Inf; check its parameters, input scale and non-idealities"
+        )
+
+
+def _check_output(Y: Tensor, expected: tuple[int, ...], who: str) -> Tensor:
+    if not isinstance(Y, Tensor):
+        raise TypeError(f"{who} must return a torch.Tensor of shape {expected}, got {type(Y).__name__}")
+    if tuple(Y.shape) != expected:
+        raise ValueError(f"{who} returned shape {tuple(Y.shape)}, expected {expected}")
+    _check_finite("output", Y, who)
+    return Y
+
+
+# --------------------------------------------------------------------------- directions
+
+
+def directions(
+    M: int,
+    p: int,
+    kind: str = "gaussian",
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Draw ``M`` random perturbation directions in ``R^p``, with ``E[u u^T] = I_p``.
+
+    Args:
+        M: number of directions (>= 1).
+        p: dimension (>= 1).
+        kind: ``'gaussian'`` (entries N(0, 1)) or ``'rademacher'`` (entries +-1 with
+            probability 1/2 each; ``||u||^2 = p`` exactly, lower variance of the estimate).
+        generator: source of randomness; numbers are drawn on the generator's device and then
+            moved to ``device``, so a CPU generator gives the same directions on every device.
+            ``None`` uses the global RNG of ``device``.
+        dtype: floating dtype of the result (default: torch's default dtype).
+        device: device of the result (default: the generator's device, else CPU).
+
+    Returns:
+        Tensor of shape (M, p).
+
+    Cost: none (no query).
+    """
+    M = _check_samples(M, "M")
+    if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+        raise ValueError(f"`p` must be a positive integer (number of parameters), got {p!r}")
+    _check_kind(kind)
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not dtype.is_floating_point:
+        raise ValueError(f"`dtype` must be a floating dtype, got {dtype}")
+    draw_device = generator.device if generator is not None else (device if device is not None else "cpu")
+    if kind == "gaussian":
+        U = torch.randn(M, p, generator=generator, dtype=dtype, device=draw_device)
+    else:
+        bits = torch.randint(0, 2, (M, p), generator=generator, device=draw_device)
+        U = bits.to(dtype).mul_(2).sub_(1)
+    return U if device is None else U.to(device)
+
+
+# --------------------------------------------------------------------------- dL/dw
+
+
+def zo_gradient(
+    query_at: QueryAt,
+    w: Tensor,
+    X: Tensor,
+    V: Tensor,
+    *,
+    samples: int,
+    mu: float,
+    kind: str = "gaussian",
+    scheme: str = "forward",
+    f0: Tensor | None = None,
+    compressed: bool = False,
+    linear_in_x: bool = True,
+    generator: torch.Generator | None = None,
+    U: Tensor | None = None,
+) -> Tensor:
+    r"""Zero-order estimate of ``dL/dw`` from device queries (ALGORITHMS.md section 3).
+
+    With upstream errors ``V = dL/dY`` the scalar ``phi(w) = <f(X; w), V>_F`` has gradient
+    exactly ``dL/dw``. With directions ``u_1..u_M`` (rows of ``U``, ``E[u u^T] = I``):
+
+    * forward:  ``g = 1/(M mu) sum_i <f(X; w + mu u_i) - f(X; w), V>_F u_i``
+      (bias O(mu) per sample);
+    * central:  ``g = 1/(2 M mu) sum_i <f(X; w + mu u_i) - f(X; w - mu u_i), V>_F u_i``
+      (bias O(mu^2)).
+
+    The variance of ``g`` grows like ``p / M``; the cosine with the true gradient is about
+    ``sqrt(M / (M + p))`` for Gaussian directions.
+
+    **Compressed batch** (``compressed=True``, only for devices linear in ``x``): since
+    ``sum_b <A x_b, v_b> = trace(A C^T)`` with ``C = V^T X`` (``d_out x d_in``, row ``j`` is
+    ``sum_b V[b, j] x_b``), each scalar is read with the ``d_out`` rows of ``C`` as inputs:
+    ``phi = sum_j <f(C_j; w), e_j>`` (the diagonal of ``f(C; w)``). The batch of ``n`` queries
+    per configuration shrinks to ``d_out``. A given ``f0 = f(X; w)`` is still reused in this
+    mode through the same identity, ``phi(w) = <f0, V>_F`` (exact for a linear-in-x device).
+
+    All configurations are passed to ``query_at`` in **one** batched call.
+
+    Cost (configurations / queries per call), ``n`` = batch size, ``k = d_out`` if
+    ``compressed`` else ``n``:
+
+    * forward, ``f0 is None``: ``M + 1`` configurations ``[w, w + mu u_1, ...]``, ``(M + 1) k``
+      queries;
+    * forward, ``f0`` given (e.g. from the forward pass): ``M`` configurations, ``M k`` queries;
+    * central: ``2 M`` configurations ``[w + mu u_i ..., w - mu u_i ...]``, ``2 M k`` queries
+      (``f0`` is not needed and ignored).
+
+    Args:
+        query_at: ``query_at(W (m, p), X (k, d_in)) -> (m, k, d_out)``, e.g. ``device.query_batch``.
+        w: current parameters, shape (p,). The result has its dtype and device.
+        X: batch of inputs, shape (n, d_in).
+        V: upstream errors ``dL/dY``, shape (n, d_out).
+        samples: number of directions ``M`` (>= 1).
+        mu: finite-difference step (> 0, finite).
+        kind: ``'gaussian'`` or ``'rademacher'`` (see :func:`directions`).
+        scheme: ``'forward'`` or ``'central'``.
+        f0: ``f(X; w)`` if already known (shape (n, d_out)); saves one configuration and ``n``
+            queries in the forward scheme. Must be a query at exactly ``w``.
+        compressed: query ``C = V^T X`` instead of ``X`` (requires ``linear_in_x``).
+        linear_in_x: whether the device is linear in its input (``device.linear_in_x``).
+        generator: randomness for the directions (ignored when ``U`` is given).
+        U: precomputed directions, shape (samples, p) (shared directions for comparisons).
+
+    Returns:
+        The estimate ``g``, shape (p,), dtype and device of ``w``.
+
+    Raises:
+        ValueError: bad ``samples``/``mu``/``kind``/``scheme``, shape mismatch of
+            ``w``/``X``/``V``/``f0``/``U`` or of the query output, compressed batch on a
+            device not linear in x, or non-finite (NaN/Inf) device output.
+    """
+    M = _check_samples(samples)
+    mu = _check_mu(mu)
+    _check_kind(kind)
+    _check_scheme(scheme)
+    w = _check_tensor("w", w, 1, "(p,)")
+    X = _check_tensor("X", X, 2, "(n, d_in)")
+    V = _check_tensor("V", V, 2, f"(n, d_out) with n = {X.shape[0]} rows like X")
+    p = w.shape[0]
+    n = X.shape[0]
+    d_out = V.shape[1]
+    if V.shape[0] != n:
+        raise ValueError(f"`V` must have shape (n, d_out) = ({n}, d_out) with one row per row of X, got {tuple(V.shape)}")
+    if f0 is not None:
+        f0 = _check_tensor("f0", f0, 2, f"(n, d_out) = ({n}, {d_out})")
+        if tuple(f0.shape) != (n, d_out):
+            raise ValueError(f"`f0` must have shape (n, d_out) = ({n}, {d_out}) like V, got {tuple(f0.shape)}")
+        _check_finite("f0", f0, "the forward pass (`f0`)")
+    if compressed and not linear_in_x:
+        raise ValueError(
+            "compressed batch needs a device linear in x (sum_b <A x_b, v_b> = trace(A C^T) only holds "
+            "for y = A x); this device is not (linear_in_x=False): use compressed=False"
+        )
+    if U is None:
+        U = directions(M, p, kind, generator=generator, dtype=w.dtype, device=w.device)
+    else:
+        U = _check_tensor("U", U, 2, f"(samples, p) = ({M}, {p})")
+        if tuple(U.shape) != (M, p):
+            raise ValueError(f"`U` must have shape (samples, p) = ({M}, {p}), got {tuple(U.shape)}")
+        U = U.to(dtype=w.dtype, device=w.device)
+
+    # Inputs actually pushed through the device, and the reduction to the scalar phi.
+    if compressed:
+        inputs = V.transpose(0, 1).to(X.dtype) @ X  # C = V^T X, (d_out, d_in)
+        k = d_out
+
+        def phi(Y: Tensor) -> Tensor:  # (m, d_out, d_out) -> (m,): sum_j <f(C_j), e_j>
+            return Y.diagonal(dim1=-2, dim2=-1).sum(-1)
+
+    else:
+        inputs = X
+        k = n
+
+        def phi(Y: Tensor) -> Tensor:  # (m, n, d_out) -> (m,): <f(X), V>_F
+            return (Y * V.to(Y.dtype)).sum(dim=(-2, -1))
+
+    step = mu * U  # (M, p)
+    if scheme == "central":
+        W = torch.cat([w + step, w - step])  # (2M, p)
+    elif f0 is None:
+        W = torch.cat([w.unsqueeze(0), w + step])  # (M + 1, p): w first
+    else:
+        W = w + step  # (M, p)
+
+    Y = _check_output(query_at(W, inputs), (W.shape[0], k, d_out), "query_at")
+    s = phi(Y)  # (m,)
+
+    if scheme == "central":
+        diff = (s[:M] - s[M:]) / (2.0 * mu)
+    elif f0 is None:
+        diff = (s[1:] - s[0]) / mu
+    else:
+        s0 = (f0.to(s.dtype) * V.to(s.dtype)).sum()  # <f0, V>_F = trace(A C^T) when compressed
+        diff = (s - s0) / mu
+    return (diff.to(U.dtype) @ U) / M
+
+
+# --------------------------------------------------------------------------- dL/dx
+
+
+def zo_input_gradient(
+    query: Query,
+    X: Tensor,
+    V: Tensor,
+    *,
+    samples: int,
+    mu: float,
+    kind: str = "gaussian",
+    generator: torch.Generator | None = None,
+    f0: Tensor | None = None,
+) -> Tensor:
+    r"""Zero-order estimate of ``dL/dx = A^T v`` for every row (method "ZO only").
+
+    For each row ``b`` with its own directions ``u_ib`` in ``R^{d_in}`` (``E[u u^T] = I``):
+
+    ``g_b = 1/(M mu) sum_i <f(x_b + mu u_ib) - f(x_b), v_b> u_ib``
+
+    which estimates ``J(x_b)^T v_b`` (``= A^T v_b`` for a device linear in x, unbiased there
+    for any ``mu``). The device stays at its current configuration: all perturbed inputs
+    (and ``X`` itself when ``f0`` is None) go through ``query`` in **one** call.
+
+    Cost: no reconfiguration; ``(M + 1) n`` queries (``M n`` when ``f0 = f(X)`` is given,
+    e.g. from the forward pass). Compare with the surrogate: zero queries.
+
+    Args:
+        query: ``query(X (k, d_in)) -> (k, d_out)`` at the current parameters, e.g. ``device.query``.
+        X: inputs, shape (n, d_in). The result has its dtype and device.
+        V: upstream errors, shape (n, d_out).
+        samples: number of directions ``M`` per row (>= 1).
+        mu: finite-difference step (> 0, finite).
+        kind: ``'gaussian'`` or ``'rademacher'``.
+        generator: randomness for the directions.
+        f0: ``f(X)`` at the current parameters if already known, shape (n, d_out).
+
+    Returns:
+        Estimate of ``dL/dX``, shape (n, d_in).
+
+    Raises:
+        ValueError: bad ``samples``/``mu``/``kind``, shape mismatch of ``X``/``V``/``f0`` or
+            of the query output, non-finite (NaN/Inf) device output.
+    """
+    M = _check_samples(samples)
+    mu = _check_mu(mu)
+    _check_kind(kind)
+    X = _check_tensor("X", X, 2, "(n, d_in)")
+    V = _check_tensor("V", V, 2, f"(n, d_out) with n = {X.shape[0]} rows like X")
+    n, d_in = X.shape
+    d_out = V.shape[1]
+    if V.shape[0] != n:
+        raise ValueError(f"`V` must have shape (n, d_out) = ({n}, d_out) with one row per row of X, got {tuple(V.shape)}")
+    if f0 is not None:
+        f0 = _check_tensor("f0", f0, 2, f"(n, d_out) = ({n}, {d_out})")
+        if tuple(f0.shape) != (n, d_out):
+            raise ValueError(f"`f0` must have shape (n, d_out) = ({n}, {d_out}) like V, got {tuple(f0.shape)}")
+        _check_finite("f0", f0, "the forward pass (`f0`)")
+
+    U = directions(M * n, d_in, kind, generator=generator, dtype=X.dtype, device=X.device).reshape(M, n, d_in)
+    Xp = (X + mu * U).reshape(M * n, d_in)  # row i*n + b is x_b + mu u_ib
+    inputs = Xp if f0 is not None else torch.cat([X, Xp])
+    Y = _check_output(query(inputs), (inputs.shape[0], d_out), "query")
+    if f0 is None:
+        f0, Y = Y[:n], Y[n:]
+    Yp = Y.reshape(M, n, d_out)
+    diff = ((Yp - f0.to(Yp.dtype)) * V.to(Yp.dtype)).sum(-1) / mu  # (M, n)
+    return (diff.to(U.dtype).unsqueeze(-1) * U).sum(0) / M
