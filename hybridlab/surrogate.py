@@ -1,0 +1,263 @@
+"""Keeping a low-rank surrogate current: the projector-splitting (KSL) integrator.
+
+ALGORITHMS.md section 5. The device matrix moves by ``dA = A(w_new) - A(w_old)`` after every
+optimizer step; the surrogate ``A ~ U0 S0 V0^T`` is updated with one K-step, one S-step and one
+L-step (Lubich & Oseledets, BIT 2014)::
+
+    K-step:  K  = U0 S0 + dA V0             ;  QR:  K = U1 S_hat
+    S-step:  S~ = S_hat - U1^T (dA V0)
+    L-step:  L  = V0 S~^T + dA^T U1         ;  QR:  L = V1 S1^T
+    result:  U1 S1 V1^T
+
+:func:`projector_splitting_step` is the only place these steps are written. It takes ``dA V0``
+as a tensor and ``dA^T U1`` as a callable, because ``U1`` is known only after the K-step:
+
+* explicit (:func:`ksl_step`): both products from ``dA`` itself (teaching, tests);
+* implicit (the device never exposes ``dA``): ``dA V0 = f(V0^T; w_new) - f(V0^T; w_old)`` from
+  ``2r`` queries, and ``dA^T U1 ~ (1/s) Z^T (Y U1)`` from a sketch ``Z`` (``s x d_in``) with
+  ``Y = f(Z; w_new) - f(Z; w_old)`` (:func:`sketch_matrix`, :func:`sketched_transpose`).
+
+No step inverts ``S``, so the update is robust to tiny (even zero) singular values.
+
+This module works on tensors and callables only; it does not import :mod:`hybridlab.devices`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from hybridlab.lowrank import LowRank, check_rank, eckart_young_error
+
+__all__ = [
+    "SKETCH_KINDS",
+    "projector_splitting_step",
+    "ksl_step",
+    "sketch_matrix",
+    "sketched_transpose",
+    "tracking_ratio",
+    "surrogate_error",
+]
+
+SKETCH_KINDS = ("gaussian", "rademacher", "orthogonal")
+
+
+def _check_factors(U0: Tensor, S0: Tensor, V0: Tensor) -> tuple[int, int, int]:
+    for name, T in (("U0", U0), ("S0", S0), ("V0", V0)):
+        if not isinstance(T, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(T).__name__}")
+        if T.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D matrix, got shape {tuple(T.shape)}")
+    d_out, r = U0.shape
+    d_in = V0.shape[0]
+    if V0.shape[1] != r or S0.shape != (r, r):
+        raise ValueError(
+            f"factor shapes do not fit together: U0 {tuple(U0.shape)}, S0 {tuple(S0.shape)}, "
+            f"V0 {tuple(V0.shape)}; expected U0 (d_out, r), S0 (r, r), V0 (d_in, r)"
+        )
+    return d_out, d_in, r
+
+
+def projector_splitting_step(
+    U0: Tensor,
+    S0: Tensor,
+    V0: Tensor,
+    dA_V0: Tensor,
+    dAt_times: Callable[[Tensor], Tensor],
+) -> LowRank:
+    """One KSL step of the projector-splitting integrator (ALGORITHMS.md section 5).
+
+    Computes, without ever inverting ``S``::
+
+        K  = U0 S0 + dA V0       ;  K = U1 S_hat        (reduced QR)
+        S~ = S_hat - U1^T (dA V0)
+        L  = V0 S~^T + dA^T U1   ;  L = V1 S1^T         (reduced QR, S1 = R^T)
+
+    If ``A(t)`` stays of rank r along the step and ``U0 S0 V0^T`` is exact, ``U1 S1 V1^T`` is
+    exact up to round-off (Lubich & Oseledets 2014).
+
+    Args:
+        U0: ``(d_out, r)``, orthonormal columns.
+        S0: ``(r, r)`` core.
+        V0: ``(d_in, r)``, orthonormal columns.
+        dA_V0: ``(d_out, r)``, the product ``dA @ V0`` (implicitly: ``f(V0^T; w_new) -
+            f(V0^T; w_old)`` transposed).
+        dAt_times: callable ``U1 (d_out, r) -> dA^T U1 (d_in, r)``; exact (``dA.T @ U1``) or a
+            sketch estimate (:func:`sketched_transpose`).
+
+    Returns:
+        ``LowRank(U1, S1, V1)`` in the dtype and device of ``U0``. ``S1`` is a general
+        (not diagonal) ``r x r`` matrix.
+    """
+    d_out, d_in, r = _check_factors(U0, S0, V0)
+    if not isinstance(dA_V0, Tensor) or dA_V0.shape != (d_out, r):
+        shape = tuple(dA_V0.shape) if isinstance(dA_V0, Tensor) else type(dA_V0).__name__
+        raise ValueError(f"dA_V0 must have shape (d_out, r) = ({d_out}, {r}), got {shape}")
+    if not callable(dAt_times):
+        raise TypeError(
+            f"dAt_times must be a callable U1 (d_out, r) -> dA^T U1 (d_in, r), got {type(dAt_times).__name__}"
+        )
+    dA_V0 = dA_V0.to(U0)
+    # K-step
+    K = U0 @ S0.to(U0) + dA_V0
+    U1, S_hat = torch.linalg.qr(K)
+    # S-step
+    S_tilde = S_hat - U1.mT @ dA_V0
+    # L-step
+    dAt_U1 = dAt_times(U1)
+    if not isinstance(dAt_U1, Tensor) or dAt_U1.shape != (d_in, r):
+        shape = tuple(dAt_U1.shape) if isinstance(dAt_U1, Tensor) else type(dAt_U1).__name__
+        raise ValueError(f"dAt_times(U1) must return dA^T U1 of shape (d_in, r) = ({d_in}, {r}), got {shape}")
+    L = V0.to(U0) @ S_tilde.mT + dAt_U1.to(U0)
+    V1, R = torch.linalg.qr(L)
+    return LowRank(U1, R.mT, V1)
+
+
+def ksl_step(U0: Tensor, S0: Tensor, V0: Tensor, dA: Tensor) -> LowRank:
+    """Explicit KSL step: :func:`projector_splitting_step` with ``dA`` known.
+
+    Args:
+        U0, S0, V0: current factors (see :func:`projector_splitting_step`).
+        dA: ``(d_out, d_in)`` increment ``A(t1) - A(t0)``.
+
+    Returns:
+        ``LowRank(U1, S1, V1)``.
+    """
+    d_out, d_in, _ = _check_factors(U0, S0, V0)
+    if not isinstance(dA, Tensor) or dA.shape != (d_out, d_in):
+        shape = tuple(dA.shape) if isinstance(dA, Tensor) else type(dA).__name__
+        raise ValueError(f"dA must have shape (d_out, d_in) = ({d_out}, {d_in}), got {shape}")
+    dA = dA.to(U0)
+    return projector_splitting_step(U0, S0, V0, dA @ V0.to(U0), lambda U1: dA.mT @ U1)
+
+
+def sketch_matrix(
+    s: int,
+    d_in: int,
+    kind: str = "gaussian",
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Random sketch ``Z`` (``s x d_in``) whose rows satisfy ``E[z z^T] = I``.
+
+    Kinds:
+        * ``'gaussian'``: i.i.d. N(0, 1) entries.
+        * ``'rademacher'``: i.i.d. +-1 entries.
+        * ``'orthogonal'``: rows of Haar-random orthogonal ``d_in x d_in`` matrices scaled by
+          ``sqrt(d_in)``; for ``s > d_in`` independent blocks are stacked (the last one cut to
+          size). When ``s`` is a multiple of ``d_in``, ``Z^T Z / s = I`` exactly, so the sketch
+          of :func:`sketched_transpose` is exact.
+
+    Args:
+        s: number of sketch rows (>= 1).
+        d_in: row length (>= 1).
+        kind: one of ``'gaussian'``, ``'rademacher'``, ``'orthogonal'``.
+        generator: torch.Generator (same seed -> same Z). Numbers are drawn on the generator's
+            device and moved to ``device``.
+        dtype: floating dtype (default: ``torch.get_default_dtype()``).
+        device: target device (default: the generator's device, else CPU).
+
+    Returns:
+        ``Z`` of shape ``(s, d_in)``.
+    """
+    for name, n in (("s", s), ("d_in", d_in)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    if kind not in SKETCH_KINDS:
+        raise ValueError(f"unknown sketch kind {kind!r}; choose one of {', '.join(SKETCH_KINDS)}")
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    gen_device = generator.device if generator is not None else device
+    device = gen_device if device is None else device
+    if kind == "gaussian":
+        Z = torch.randn(s, d_in, generator=generator, dtype=dtype, device=gen_device)
+    elif kind == "rademacher":
+        bits = torch.randint(0, 2, (s, d_in), generator=generator, device=gen_device)
+        Z = (2 * bits - 1).to(dtype)
+    else:  # orthogonal: Haar matrices from QR of Gaussian blocks, with the sign fix of R's diagonal
+        blocks = math.ceil(s / d_in)
+        G = torch.randn(blocks, d_in, d_in, generator=generator, dtype=dtype, device=gen_device)
+        Q, R = torch.linalg.qr(G)
+        signs = torch.sgn(torch.diagonal(R, dim1=-2, dim2=-1))
+        signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+        Q = Q * signs.unsqueeze(-2)
+        Z = math.sqrt(d_in) * Q.reshape(blocks * d_in, d_in)[:s]
+    return Z.to(device)
+
+
+def sketched_transpose(Z: Tensor, dA_Zt: Tensor) -> Callable[[Tensor], Tensor]:
+    """Sketch estimate of the transposed product: ``U1 -> (1/s) Z^T (dA_Zt^T U1) ~ dA^T U1``.
+
+    Since ``E[z z^T] = I``, ``E[(1/s) Z^T Z] = I`` and the estimate is unbiased, with relative
+    error ~ ``sqrt(d_in / s)`` (zero for an orthogonal sketch with ``s`` a multiple of ``d_in``).
+
+    Args:
+        Z: ``(s, d_in)`` sketch (:func:`sketch_matrix`).
+        dA_Zt: ``(d_out, s)`` the product ``dA Z^T``; from queries, ``Y^T`` with
+            ``Y = f(Z; w_new) - f(Z; w_old)`` (``s x d_out``).
+
+    Returns:
+        A callable for the ``dAt_times`` argument of :func:`projector_splitting_step`.
+    """
+    if not isinstance(Z, Tensor) or Z.ndim != 2:
+        raise ValueError(f"Z must be a 2-D sketch (s, d_in), got {getattr(Z, 'shape', type(Z).__name__)}")
+    s = Z.shape[0]
+    if not isinstance(dA_Zt, Tensor) or dA_Zt.ndim != 2 or dA_Zt.shape[1] != s:
+        shape = tuple(dA_Zt.shape) if isinstance(dA_Zt, Tensor) else type(dA_Zt).__name__
+        raise ValueError(
+            f"dA_Zt must be dA Z^T of shape (d_out, s) = (d_out, {s}), got {shape} "
+            "(if you have Y = f(Z; w_new) - f(Z; w_old) of shape (s, d_out), pass Y.T)"
+        )
+
+    def dAt_times(U1: Tensor) -> Tensor:
+        Zc = Z.to(U1)
+        return Zc.mT @ (dA_Zt.to(U1).mT @ U1) / s
+
+    return dAt_times
+
+
+def _residual(A: Tensor, U: Tensor, S: Tensor, V: Tensor) -> float:
+    if not isinstance(A, Tensor) or A.ndim != 2:
+        raise ValueError(f"A must be a 2-D matrix (d_out, d_in), got {getattr(A, 'shape', type(A).__name__)}")
+    d_out, d_in, _ = _check_factors(U, S, V)
+    if A.shape != (d_out, d_in):
+        raise ValueError(f"A has shape {tuple(A.shape)} but the factors describe a ({d_out}, {d_in}) matrix")
+    return float(torch.linalg.matrix_norm(A - (U @ S @ V.mT).to(A)))
+
+
+def tracking_ratio(A: Tensor, U: Tensor, S: Tensor, V: Tensor) -> float:
+    """``||A - U S V^T||_F / eckart_young_error(A, r)``: 1 is the best any rank-r surrogate can do.
+
+    Args:
+        A: ``(d_out, d_in)`` the true matrix.
+        U, S, V: rank-r factors.
+
+    Returns:
+        The ratio (>= 1 up to round-off). If ``A`` has rank <= r the floor is 0 and the ratio is
+        ``inf`` (or 1.0 if the residual is exactly 0); use :func:`surrogate_error` then.
+    """
+    res = _residual(A, U, S, V)
+    r = check_rank(U.shape[1], *A.shape)
+    floor = eckart_young_error(A, r)
+    if floor == 0.0:
+        return 1.0 if res == 0.0 else math.inf
+    return res / floor
+
+
+def surrogate_error(A: Tensor, U: Tensor, S: Tensor, V: Tensor) -> float:
+    """Relative error ``||A - U S V^T||_F / ||A||_F`` of the surrogate.
+
+    Args:
+        A: ``(d_out, d_in)`` the true matrix (nonzero).
+        U, S, V: rank-r factors.
+    """
+    res = _residual(A, U, S, V)
+    norm = float(torch.linalg.matrix_norm(A))
+    if norm == 0.0:
+        return 0.0 if res == 0.0 else math.inf
+    return res / norm
