@@ -1,0 +1,105 @@
+"""One entry point for the command line and the chapters: ``load_task("vision"|"audio"|"text")``.
+
+Each task has an embedded default that works offline; a real dataset is used when a local folder
+is given (``data_dir``) or when ``download=True`` and the download succeeds. A failed download
+warns (:class:`~hybridlab.data.bundle.DataFallbackWarning`) and falls back to the default; a
+``data_dir`` that does not hold the data is an error, since the user asked for it explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable
+
+from .audio import load_fsdd
+from .bundle import DataFallbackWarning, Dataset
+from .download import DataUnavailable
+from .espeak import load_espeak_digits
+from .text import TextCorpus, load_text_corpus
+from .vision import load_digits_dataset, load_mnist
+
+PathLike = str | os.PathLike[str] | None
+QUICK_MNIST = (6000, 1000)  # train / test examples kept in quick mode
+QUICK_FSDD = (600, 150)
+
+
+def _fallback(what: str, err: Exception) -> None:
+    message = f"{err}\nUsing the embedded default {what} instead."
+    warnings.warn(message, DataFallbackWarning, stacklevel=3)
+
+
+def _vision(data_dir: PathLike, download: bool, quick: bool, seed: int) -> Dataset:
+    if data_dir is not None or download:
+        try:
+            data = load_mnist(data_dir, download=download)
+            return data.subsample(*QUICK_MNIST, seed=seed) if quick else data
+        except DataUnavailable as err:
+            _fallback("sklearn digits", err)
+    return load_digits_dataset(seed=seed)
+
+
+def _audio(data_dir: PathLike, download: bool, quick: bool, seed: int) -> Dataset:
+    if data_dir is not None:
+        data = load_fsdd(data_dir)
+        return data.subsample(*QUICK_FSDD, seed=seed) if quick else data
+    if download:
+        _fallback(
+            "eSpeak spoken digits",
+            DataUnavailable(
+                "hybridlab does not download the Free Spoken Digit Dataset: clone "
+                "https://github.com/Jakobovski/free-spoken-digit-dataset and pass its "
+                "'recordings' folder as data_dir=... (command line: --data-dir)."
+            ),
+        )
+    return load_espeak_digits(quick=quick, seed=seed)
+
+
+def _text(data_dir: PathLike, download: bool, quick: bool, seed: int) -> TextCorpus:
+    if data_dir is not None or download:
+        try:
+            return load_text_corpus(data_dir, download=download)
+        except DataUnavailable as err:
+            _fallback("pydoc topics corpus", err)
+    return load_text_corpus()
+
+
+TASKS: dict[str, Callable[[PathLike, bool, bool, int], Dataset | TextCorpus]] = {
+    "vision": _vision,
+    "audio": _audio,
+    "text": _text,
+}
+
+
+def load_task(
+    task: str,
+    *,
+    data_dir: PathLike = None,
+    download: bool = False,
+    quick: bool = False,
+    seed: int = 0,
+) -> Dataset | TextCorpus:
+    """The dataset of a task.
+
+    ========  ===================================  =====================================
+    task      default (offline)                    ``data_dir`` / ``download=True``
+    ========  ===================================  =====================================
+    vision    ``sklearn-digits`` (8x8)             ``mnist`` (IDX files; downloadable)
+    audio     ``espeak-digits`` (synthesised)      ``fsdd`` (folder of wav files only)
+    text      ``pydoc-topics``                     ``tiny-shakespeare`` / ``text-file``
+    ========  ===================================  =====================================
+
+    Args:
+        task: ``"vision"``, ``"audio"`` or ``"text"``.
+        data_dir: a local folder (or, for text, a file) with the real dataset.
+        download: try to download the real dataset; on failure warn and use the default.
+        quick: a smaller dataset for tests (eSpeak: 260 utterances; MNIST and FSDD: a seeded
+            subset; digits and text are unchanged).
+        seed: seeds every split, subset and synthesis.
+
+    Raises:
+        ValueError: unknown task.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[task](data_dir, download, quick, seed)
