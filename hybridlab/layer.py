@@ -1,0 +1,354 @@
+"""The black-box layer: a drop-in replacement for ``nn.Linear`` whose matrix is a physical device.
+
+Forward pass: the batch is pushed through the device (``device.query``), then an ordinary
+learnable gain and bias are applied (both digital). Backward pass (ALGORITHMS.md section 1):
+
+* ``dL/dx = A^T v`` comes from the low-rank surrogate ``U S V^T`` (no device query), or from a
+  zero-order estimate (method ``zo_only``), or from autograd through the simulator (``oracle``);
+* ``dL/dw`` comes from the zero-order estimate of :func:`hybridlab.zo.zo_gradient`.
+
+After every optimizer step the surrogate is brought up to date with the implicit
+projector-splitting step (:func:`hybridlab.surrogate.projector_splitting_step`), from queries
+only. The update is done lazily at the next forward pass, when the layer sees that ``w`` moved
+(call :meth:`BlackBoxLinear.sync` to force it), so the layer works with any ``torch.optim``
+optimizer and needs no hook.
+
+Methods (ALGORITHMS.md section 7): ``oracle``, ``surrogate`` (the method), ``static``,
+``rebuild``, ``zo_only``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .devices import Device, make_device
+from .lowrank import check_rank, fit_identity, fit_randomized
+from .surrogate import projector_splitting_step, sketch_matrix, sketched_transpose
+from .zo import zo_gradient, zo_input_gradient
+
+__all__ = ["METHODS", "BlackBoxLinear", "replace_linear"]
+
+METHODS: tuple[str, ...] = ("oracle", "surrogate", "static", "rebuild", "zo_only")
+"""Training methods of a black-box layer (ALGORITHMS.md section 7)."""
+
+_SURROGATE_METHODS = ("surrogate", "static", "rebuild")
+
+
+class _BlackBoxFunction(torch.autograd.Function):
+    """y = f(x; w) from device queries; backward from the surrogate and the ZO estimate."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, layer: "BlackBoxLinear") -> Tensor:
+        y = layer._query(x)
+        ctx.layer = layer
+        ctx.save_for_backward(x, w, y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, v: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        layer: BlackBoxLinear = ctx.layer
+        x, w, y = ctx.saved_tensors
+        v = v.contiguous()
+        grad_x = layer._input_gradient(x, v, y) if ctx.needs_input_grad[0] else None
+        grad_w = layer._parameter_gradient(x, w, v, y) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w, None
+
+
+class BlackBoxLinear(nn.Module):
+    """A linear layer computed by a physical device that can only be queried.
+
+    ``y = gain * A(w) x + bias`` for inputs of shape ``(..., d_in)``, like ``nn.Linear``.
+
+    Args:
+        d_in: input width.
+        d_out: output width.
+        device: a device name (``'ideal'``, ``'slm'``, ``'mrr'``, ``'mzi'``) or a
+            :class:`hybridlab.devices.Device` of matching size.
+        method: one of :data:`METHODS`.
+        rank: surrogate rank ``r`` (``1 <= r <= min(d_in, d_out)``).
+        samples: number of ZO directions ``M``.
+        mu: ZO finite-difference step.
+        sketch: sketch size ``s`` of the implicit surrogate update.
+        directions: ZO direction distribution, ``'gaussian'`` or ``'rademacher'``.
+        scheme: ZO finite differences, ``'forward'`` or ``'central'``.
+        compressed: use the compressed-batch ZO estimate (``d_out`` queries per sample
+            instead of ``B``; linear-in-x devices only).
+        sketch_kind: ``'gaussian'``, ``'rademacher'`` or ``'orthogonal'`` sketch rows.
+        cache: keep the queries of ``V`` and ``Z`` made at the current parameters, so that the
+            next update needs no reconfiguration back to the old parameters (ALGORITHMS.md
+            section 5, first improvement). Off by default: the reference algorithm.
+        rebuild_every: re-read the whole matrix (``d_in`` queries) every this many steps;
+            the period of method ``rebuild`` (default 10), optional for ``surrogate``.
+        init: initial surrogate fit, ``'identity'`` (``d_in`` queries) or ``'randomized'``.
+        bias: learn a digital bias, like ``nn.Linear``.
+        gain: initial output gain; ``None`` calibrates it on the first batch so that the
+            output has the input's root-mean-square (no extra queries).
+        seed: seeds the device (when built from a name), ``w``'s initialisation, the ZO
+            directions and the sketches.
+        device_options: extra options for :func:`hybridlab.devices.make_device`.
+        dtype: floating dtype of the parameters and the device.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        device: str | Device = "ideal",
+        *,
+        method: str = "surrogate",
+        rank: int = 16,
+        samples: int = 10,
+        mu: float = 1e-3,
+        sketch: int = 64,
+        directions: str = "gaussian",
+        scheme: str = "forward",
+        compressed: bool = False,
+        sketch_kind: str = "gaussian",
+        cache: bool = False,
+        rebuild_every: int | None = None,
+        init: str = "identity",
+        bias: bool = True,
+        gain: float | None = None,
+        seed: int = 0,
+        device_options: dict[str, Any] | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+        if isinstance(device, str):
+            device = make_device(device, d_in, d_out, seed=seed, dtype=dtype or torch.get_default_dtype(),
+                                 **(device_options or {}))
+        elif not isinstance(device, Device):
+            raise TypeError(f"`device` must be a device name or a hybridlab Device, got {type(device).__name__}")
+        elif device_options:
+            raise ValueError("`device_options` only applies when `device` is given by name")
+        if (device.d_in, device.d_out) != (d_in, d_out):
+            raise ValueError(f"`device` is {device.d_out}x{device.d_in} but the layer is d_out x d_in = {d_out}x{d_in}")
+        if method in _SURROGATE_METHODS and not device.linear_in_x:
+            raise ValueError(f"method {method!r} needs a device linear in x (a matrix to approximate); "
+                             f"{device.name!r} is not: use 'zo_only' or 'oracle'")
+        if compressed and not device.linear_in_x:
+            raise ValueError(f"`compressed` needs a device linear in x; {device.name!r} is not: use compressed=False")
+        if method in _SURROGATE_METHODS:
+            check_rank(rank, d_out, d_in)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"`samples` must be an integer >= 1, got {samples!r}")
+        if not (isinstance(mu, (int, float)) and mu > 0):
+            raise ValueError(f"`mu` must be a positive number, got {mu!r}")
+        if isinstance(sketch, bool) or not isinstance(sketch, int) or sketch < 1:
+            raise ValueError(f"`sketch` must be an integer >= 1, got {sketch!r}")
+        if init not in ("identity", "randomized"):
+            raise ValueError(f"`init` must be 'identity' or 'randomized', got {init!r}")
+        if method == "rebuild" and rebuild_every is None:
+            rebuild_every = 10
+        if rebuild_every is not None and (not isinstance(rebuild_every, int) or rebuild_every < 1):
+            raise ValueError(f"`rebuild_every` must be None or an integer >= 1, got {rebuild_every!r}")
+
+        self.d_in, self.d_out = d_in, d_out
+        self.method, self.rank, self.samples, self.mu = method, rank, samples, float(mu)
+        self.sketch, self.directions, self.scheme, self.compressed = sketch, directions, scheme, compressed
+        self.sketch_kind, self.cache, self.rebuild_every, self.init = sketch_kind, cache, rebuild_every, init
+        self.seed = seed
+        self.physical = device
+        self._generator = torch.Generator().manual_seed(seed)
+
+        dtype = dtype or torch.get_default_dtype()
+        self.w = nn.Parameter(device.init_params(torch.Generator().manual_seed(seed + 1)).to(dtype))
+        self.gain = nn.Parameter(torch.tensor(1.0 if gain is None else float(gain), dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(d_out, dtype=dtype)) if bias else None
+        self._gain_calibrated = gain is not None
+
+        # Surrogate A ~ U S V^T of the matrix at parameters w_sur, and the update's query cache.
+        r = rank if method in _SURROGATE_METHODS else 0
+        self.register_buffer("U", torch.zeros(d_out, r, dtype=dtype))
+        self.register_buffer("S", torch.zeros(r, r, dtype=dtype))
+        self.register_buffer("V", torch.zeros(d_in, r, dtype=dtype))
+        self.register_buffer("w_sur", torch.full_like(self.w.detach(), float("nan")))
+        self.register_buffer("Z", torch.zeros(0, d_in, dtype=dtype))
+        self.register_buffer("F_V", torch.zeros(0, d_out, dtype=dtype))  # f(V^T; w_sur), cached
+        self.register_buffer("F_Z", torch.zeros(0, d_out, dtype=dtype))  # f(Z; w_sur), cached
+        self.step = 0  # optimizer steps seen (surrogate updates done)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def fitted(self) -> bool:
+        """Whether the surrogate has been fitted (done at the first forward pass)."""
+        return bool(torch.isfinite(self.w_sur).all())
+
+    def surrogate_matrix(self) -> Tensor:
+        """The surrogate ``U S V^T`` (``d_out x d_in``)."""
+        return self.U @ self.S @ self.V.T
+
+    def sync(self) -> None:
+        """Configure the device at ``w`` and bring the surrogate up to date (if ``w`` moved)."""
+        with self._step_context(), torch.no_grad():
+            w = self.w.detach()
+            if self.method in _SURROGATE_METHODS:
+                if not self.fitted:
+                    self._fit(w)
+                elif not torch.equal(w, self.w_sur):
+                    self.step += 1
+                    self.physical.advance()
+                    self._update(w)
+                    self.w_sur.copy_(w)
+            elif not torch.equal(w, self.w_sur):
+                if self.fitted:
+                    self.step += 1
+                    self.physical.advance()
+                self.w_sur.copy_(w)
+            self.physical.configure(w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.d_in:
+            raise ValueError(f"input width {x.shape[-1]} does not match the layer's d_in = {self.d_in} "
+                             f"(input shape {tuple(x.shape)})")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.d_in).to(self.w.dtype)
+        self.sync()
+        if self.method == "oracle":
+            with self._step_context():
+                y = self.physical.simulate(x2, self.w)
+        else:
+            y = _BlackBoxFunction.apply(x2, self.w, self)
+        if not self._gain_calibrated:
+            with torch.no_grad():
+                self.gain.fill_(float(x2.pow(2).mean().sqrt() / y.detach().pow(2).mean().sqrt().clamp_min(1e-12)))
+            self._gain_calibrated = True
+        out = self.gain * y
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*lead, self.d_out)
+
+    def extra_repr(self) -> str:
+        return (f"d_in={self.d_in}, d_out={self.d_out}, device={self.physical.name!r}, method={self.method!r}, "
+                f"rank={self.rank}, samples={self.samples}, mu={self.mu:g}, sketch={self.sketch}")
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"generator": self._generator.get_state(), "step": self.step,
+                "gain_calibrated": self._gain_calibrated}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._generator.set_state(state["generator"])
+        self.step = int(state["step"])
+        self._gain_calibrated = bool(state["gain_calibrated"])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # Cached queries and sketches change size after the first update: adopt the saved sizes.
+        for name in ("U", "S", "V", "Z", "F_V", "F_Z"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key]).to(getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ internals
+    @contextlib.contextmanager
+    def _step_context(self) -> Iterator[None]:
+        """Prefix device errors (for example non-finite output) with the training step."""
+        try:
+            yield
+        except ValueError as err:
+            if "training step" in str(err):
+                raise
+            raise ValueError(f"black-box layer ({self.physical.name}), training step {self.step}: {err}") from err
+
+    def _query(self, X: Tensor) -> Tensor:
+        with self._step_context():
+            return self.physical.query(X)
+
+    def _randn_like_sketch(self) -> Tensor:
+        return sketch_matrix(self.sketch, self.d_in, kind=self.sketch_kind, generator=self._generator,
+                             dtype=self.w.dtype, device=self.w.device)
+
+    def _fit(self, w: Tensor) -> None:
+        """Initial surrogate fit at w (identity probing or randomized range finder)."""
+        self.physical.configure(w)
+        if self.init == "identity":
+            U, S, V = fit_identity(self.physical.query, self.d_in, self.rank)
+        else:
+            U, S, V = fit_randomized(self.physical.query, self.d_in, self.rank, sketch=self.sketch,
+                                     kind=self.sketch_kind, generator=self._generator)
+        self._set_factors(U, S, V)
+        self.w_sur.copy_(w)
+        if self.method == "surrogate" and self.cache:
+            self.Z = self._randn_like_sketch()
+            self.F_V = self.physical.query(self.V.T.contiguous())
+            self.F_Z = self.physical.query(self.Z)
+
+    def _set_factors(self, U: Tensor, S: Tensor, V: Tensor) -> None:
+        self.U, self.S, self.V = U.to(self.w.dtype).contiguous(), S.to(self.w.dtype), V.to(self.w.dtype).contiguous()
+
+    def _rebuild_due(self) -> bool:
+        return self.rebuild_every is not None and self.step % self.rebuild_every == 0
+
+    def _update(self, w_new: Tensor) -> None:
+        """Surrogate update after an optimizer step moved the parameters from w_sur to w_new."""
+        if self.method == "static":
+            return
+        if self._rebuild_due():
+            self._fit(w_new)
+            return
+        if self.method == "rebuild":
+            return
+        # Implicit projector-splitting step (ALGORITHMS.md section 5), from queries only.
+        r, V0 = self.rank, self.V
+        if self.cache:
+            Z = self.Z
+            self.physical.configure(w_new)
+            F_new = self.physical.query(torch.cat([V0.T, Z]))
+            F_old = torch.cat([self.F_V, self.F_Z])
+        else:
+            Z = self._randn_like_sketch()
+            probes = torch.cat([V0.T, Z])
+            self.physical.configure(self.w_sur)
+            F_old = self.physical.query(probes)
+            self.physical.configure(w_new)
+            F_new = self.physical.query(probes)
+        dF = F_new - F_old
+        dA_V0, dA_Zt = dF[:r].T, dF[r:].T
+        U1, S1, V1 = projector_splitting_step(self.U, self.S, V0, dA_V0, sketched_transpose(Z, dA_Zt))
+        self._set_factors(U1, S1, V1)
+        if self.cache:  # keep f(V1; w_new) and f(Z; w_new) for the next step
+            self.F_V = self.physical.query(self.V.T.contiguous())
+            self.F_Z = F_new[r:]
+
+    def _input_gradient(self, x: Tensor, v: Tensor, y: Tensor) -> Tensor:
+        """dL/dx: surrogate ``v U S V^T`` or, for zo_only, a zero-order estimate."""
+        if self.method == "zo_only":
+            self.physical.configure(self.w.detach())
+            with self._step_context():
+                return zo_input_gradient(self.physical.query, x, v, samples=self.samples, mu=self.mu,
+                                         kind=self.directions, generator=self._generator, f0=y)
+        return ((v @ self.U) @ self.S) @ self.V.T
+
+    def _parameter_gradient(self, x: Tensor, w: Tensor, v: Tensor, y: Tensor) -> Tensor:
+        """dL/dw: the zero-order estimate of ALGORITHMS.md section 3."""
+        with self._step_context():
+            return zo_gradient(self.physical.query_batch, w.detach(), x, v, samples=self.samples, mu=self.mu,
+                               kind=self.directions, scheme=self.scheme, f0=y, compressed=self.compressed,
+                               linear_in_x=self.physical.linear_in_x, generator=self._generator)
+
+
+def replace_linear(model: nn.Module, name: str, device: str | Device = "ideal", **options: Any) -> BlackBoxLinear:
+    """Replace the ``nn.Linear`` called ``name`` (dotted path) in ``model`` by a :class:`BlackBoxLinear`.
+
+    The new layer has the Linear's sizes and bias setting; ``options`` go to
+    :class:`BlackBoxLinear`. Returns the new layer (already in place).
+    """
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    try:
+        old = model.get_submodule(name)
+    except AttributeError:
+        old = None
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"`name` {name!r} is not an nn.Linear of the model; Linear layers: {', '.join(linears) or 'none'}")
+    options.setdefault("bias", old.bias is not None)
+    options.setdefault("dtype", old.weight.dtype)
+    new = BlackBoxLinear(old.in_features, old.out_features, device, **options).to(old.weight.device)
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return new
