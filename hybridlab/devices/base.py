@@ -322,7 +322,7 @@ class Device(torch.nn.Module):
                 f"d_in={self.d_in}, d_out={self.d_out}), got {tuple(w.shape)}"
             )
         w = (w.detach() if detach else w).to(dtype=self.dtype, device=self.device)
-        if not torch.isfinite(w.detach()).all():
+        if not torch.isfinite(w.detach().sum()) and not torch.isfinite(w.detach()).all():
             raise ValueError(f"{name} contains NaN or Inf; the device can only be set to finite values")
         return w
 

@@ -1,0 +1,90 @@
+"""Seconds per training step: digital vs oracle vs surrogate, for each device kind.
+
+Workload (fixed, so runs are comparable): d = 256, batch B = 128, M = 10 ZO samples, rank r = 16,
+sketch s = 64. Two networks are timed, each with the middle Linear (d x d) replaced:
+
+* ``layer``: that Linear alone with a linear read-out (the worst case for the ratio: nothing else
+  in the step costs anything);
+* ``mlp``: Linear(d, d) - ReLU - [d x d] - ReLU - Linear(d, d) - ReLU - Linear(d, 10), a small
+  classifier step with cross-entropy.
+
+Every timing is the median over repeated steps after warm-up, measured in this one run, so the
+ratios compare like with like. Run: ``make bench`` or ``python benchmarks/step_time.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybridlab.layer import replace_linear
+from hybridlab.train import make_optimizer
+
+
+def build(kind: str, d: int) -> nn.Module:
+    if kind == "layer":
+        return nn.Sequential(nn.Linear(d, d), nn.Linear(d, 10))
+    return nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(),
+                         nn.Linear(d, 10))
+
+
+def time_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int = 3) -> float:
+    opt = make_optimizer(model, lr=1e-3)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--d", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--sketch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--devices", default="ideal,slm,mrr,mzi")
+    parser.add_argument("--workloads", default="layer,mlp")
+    parser.add_argument("--cuda", action="store_true", help="run on the GPU if there is one")
+    args = parser.parse_args()
+    dev = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, args.d, generator=g).to(dev)
+    y = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dev}; d={args.d} B={args.batch} "
+          f"M={args.samples} r={args.rank} s={args.sketch}; median of {args.steps} steps")
+    print(f"{'workload':8} {'device':6} {'digital ms':>10} {'oracle ms':>10} {'surrogate ms':>12} "
+          f"{'oracle/dig':>10} {'surr/dig':>9}")
+    for workload in args.workloads.split(","):
+        # The middle Linear of the network is the one replaced ("0" for the lone layer, "2" in the MLP).
+        name = "0" if workload == "layer" else "2"
+        torch.manual_seed(0)
+        digital = time_steps(build(workload, args.d).to(dev), x, y, args.steps)
+        for device in args.devices.split(","):
+            row = {}
+            for method in ("oracle", "surrogate"):
+                torch.manual_seed(0)
+                model = build(workload, args.d)
+                replace_linear(model, name, device, method=method, rank=args.rank, samples=args.samples,
+                               sketch=args.sketch, seed=0)
+                row[method] = time_steps(model.to(dev), x, y, args.steps)
+            print(f"{workload:8} {device:6} {digital * 1e3:10.2f} {row['oracle'] * 1e3:10.2f} "
+                  f"{row['surrogate'] * 1e3:12.2f} {row['oracle'] / digital:10.1f} "
+                  f"{row['surrogate'] / digital:9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
