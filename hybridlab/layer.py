@@ -268,10 +268,11 @@ class BlackBoxLinear(nn.Module):
         """Initial surrogate fit at w (identity probing or randomized range finder)."""
         self.physical.configure(w)
         if self.init == "identity":
-            U, S, V = fit_identity(self.physical.query, self.d_in, self.rank)
+            U, S, V = fit_identity(self.physical.query, self.d_in, self.rank, dtype=w.dtype, device=w.device)
         else:
             U, S, V = fit_randomized(self.physical.query, self.d_in, self.rank, sketch=self.sketch,
-                                     kind=self.sketch_kind, generator=self._generator)
+                                     kind=self.sketch_kind, generator=self._generator, dtype=w.dtype,
+                                     device=w.device)
         self._set_factors(U, S, V)
         self.w_sur.copy_(w)
         if self.method == "surrogate" and self.cache:

@@ -140,7 +140,7 @@ def _probe_dtype_device(
 ) -> tuple[torch.dtype, torch.device]:
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if device is None:
-        device = generator.device if generator is not None else torch.device("cpu")
+        device = generator.device if generator is not None else torch.get_default_device()
     return dtype, torch.device(device)
 
 
