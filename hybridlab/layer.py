@@ -14,7 +14,10 @@ only. The update is done lazily at the next forward pass, when the layer sees th
 optimizer and needs no hook.
 
 Methods (ALGORITHMS.md section 7): ``oracle``, ``surrogate`` (the method), ``static``,
-``rebuild``, ``zo_only``.
+``rebuild``, ``zo_only``, and two competitors: ``twin`` (physics-aware training: forward on
+the device, backward by autograd through a nominal digital twin of the same device kind, with none
+of the real device's imperfections) and ``dfa`` (direct feedback alignment: ``dL/dx = v B`` with a
+fixed random ``B``; ``dL/dw`` from the ZO estimate).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from .zo import zo_gradient, zo_input_gradient
 
 __all__ = ["METHODS", "BlackBoxLinear", "replace_linear"]
 
-METHODS: tuple[str, ...] = ("oracle", "surrogate", "static", "rebuild", "zo_only")
+METHODS: tuple[str, ...] = ("oracle", "surrogate", "static", "rebuild", "zo_only", "twin", "dfa")
 """Training methods of a black-box layer (ALGORITHMS.md section 7)."""
 
 _SURROGATE_METHODS = ("surrogate", "static", "rebuild")
@@ -173,6 +176,11 @@ class BlackBoxLinear(nn.Module):
         self.register_buffer("F_V", torch.zeros(0, d_out, dtype=dtype))  # f(V^T; w_sur), cached
         self.register_buffer("F_Z", torch.zeros(0, d_out, dtype=dtype))  # f(Z; w_sur), cached
         self.step = 0  # optimizer steps seen (surrogate updates done)
+        # Competitors: a nominal digital twin (physics-aware training) and a DFA feedback matrix.
+        self.twin = make_device(device.name, d_in, d_out, dtype=dtype) if method == "twin" else None
+        g_fb = torch.Generator().manual_seed(seed + 2)
+        self.register_buffer("B_fb", torch.randn(d_out, d_in, generator=g_fb, dtype=dtype) / d_in ** 0.5
+                             if method == "dfa" else torch.zeros(0, d_in, dtype=dtype))
 
     # ------------------------------------------------------------------ public
     @property
@@ -317,8 +325,20 @@ class BlackBoxLinear(nn.Module):
             self.F_V = self.physical.query(self.V.T.contiguous())
             self.F_Z = F_new[r:]
 
+    def _twin_gradients(self, x: Tensor, w: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """dL/dx and dL/dw by autograd through the twin's transfer matrix (no device query)."""
+        with torch.enable_grad():
+            w_ = w.detach().requires_grad_()
+            A = self.twin.transfer_matrix(w_)
+            grad_w, = torch.autograd.grad((v * (x @ A.T)).sum(), w_)
+        return v @ A.detach(), grad_w
+
     def _input_gradient(self, x: Tensor, v: Tensor, y: Tensor) -> Tensor:
-        """dL/dx: surrogate ``v U S V^T`` or, for zo_only, a zero-order estimate."""
+        """dL/dx: surrogate ``v U S V^T``, or ZO (zo_only), twin (twin) or feedback (dfa)."""
+        if self.method == "twin":
+            return self._twin_gradients(x, self.w, v)[0]
+        if self.method == "dfa":
+            return v @ self.B_fb
         if self.method == "zo_only":
             self.physical.configure(self.w.detach())
             with self._step_context():
@@ -327,7 +347,9 @@ class BlackBoxLinear(nn.Module):
         return ((v @ self.U) @ self.S) @ self.V.T
 
     def _parameter_gradient(self, x: Tensor, w: Tensor, v: Tensor, y: Tensor) -> Tensor:
-        """dL/dw: the zero-order estimate of ALGORITHMS.md section 3."""
+        """dL/dw: the zero-order estimate of ALGORITHMS.md section 3 (twin: autograd through the twin)."""
+        if self.method == "twin":
+            return self._twin_gradients(x, w, v)[1]
         with self._step_context():
             return zo_gradient(self.physical.query_batch, w.detach(), x, v, samples=self.samples, mu=self.mu,
                                kind=self.directions, scheme=self.scheme, f0=y, compressed=self.compressed,

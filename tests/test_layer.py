@@ -79,6 +79,32 @@ def test_cost_oracle():
     assert step_cost(make_layer("oracle")) == (B, 1)
 
 
+def test_cost_twin_and_dfa():
+    assert step_cost(make_layer("twin")) == (B, 1)  # backward through the digital twin: no query
+    assert step_cost(make_layer("dfa")) == (B + M * B, M + 1)  # feedback matrix for x, ZO for w
+
+
+def test_twin_of_a_perfect_device_is_the_oracle():
+    kw = dict(device="mrr", gain=1.0, bias=False, dtype=torch.float64, seed=2)
+    twin, oracle = (BlackBoxLinear(D_IN, D_OUT, method=m, **kw) for m in ("twin", "oracle"))
+    x = torch.randn(B, D_IN, dtype=torch.float64)
+    v = torch.randn(B, D_OUT, dtype=torch.float64)
+    grads = []
+    for layer in (twin, oracle):
+        xx = x.clone().requires_grad_()
+        (layer(xx) * v).sum().backward()
+        grads.append((xx.grad, layer.w.grad))
+    torch.testing.assert_close(grads[0], grads[1])
+    # with fabrication error the (nominal) twin no longer matches the device's own oracle
+    bad = [BlackBoxLinear(D_IN, D_OUT, method=m, device_options={"fab_error": 0.3}, **kw) for m in ("twin", "oracle")]
+    bad_grads = []
+    for layer in bad:
+        xx = x.clone().requires_grad_()
+        (layer(xx) * v).sum().backward()
+        bad_grads.append(xx.grad)
+    assert not torch.allclose(bad_grads[0], bad_grads[1], atol=1e-3)
+
+
 def test_cost_central_and_compressed():
     assert step_cost(make_layer("static", scheme="central")) == (B + 2 * M * B, 2 * M + 1)
     assert step_cost(make_layer("static", compressed=True)) == (B + M * D_OUT, M + 1)
