@@ -6,7 +6,10 @@ sketch s = 64. Two networks are timed, each with the middle Linear (d x d) repla
 * ``layer``: that Linear alone with a linear read-out (the worst case for the ratio: nothing else
   in the step costs anything);
 * ``mlp``: Linear(d, d) - ReLU - [d x d] - ReLU - Linear(d, d) - ReLU - Linear(d, 10), a small
-  classifier step with cross-entropy.
+  classifier step with cross-entropy;
+* ``cnn``: an MNIST-sized convolutional classifier on 1x28x28 inputs (two 3x3 convolutions with
+  32 and 64 channels, max-pooling, Linear(3136, d)) followed by [d x d] and Linear(d, 10): the
+  kind of network a photonic layer is placed in.
 
 Every timing is the median over repeated steps after warm-up, measured in this one run, so the
 ratios compare like with like. Run: ``make bench`` or ``python benchmarks/step_time.py``.
@@ -29,6 +32,10 @@ from hybridlab.train import make_optimizer
 def build(kind: str, d: int) -> nn.Module:
     if kind == "layer":
         return nn.Sequential(nn.Linear(d, d), nn.Linear(d, 10))
+    if kind == "cnn":
+        return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(64 * 7 * 7, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 10))
     return nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(),
                          nn.Linear(d, 10))
 
@@ -57,20 +64,23 @@ def main() -> None:
     parser.add_argument("--sketch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--devices", default="ideal,slm,mrr,mzi")
-    parser.add_argument("--workloads", default="layer,mlp")
+    parser.add_argument("--workloads", default="layer,mlp,cnn")
     parser.add_argument("--cuda", action="store_true", help="run on the GPU if there is one")
     args = parser.parse_args()
     dev = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, args.d, generator=g).to(dev)
+    inputs = {"layer": torch.randn(args.batch, args.d, generator=g).to(dev),
+              "cnn": torch.randn(args.batch, 1, 28, 28, generator=g).to(dev)}
+    inputs["mlp"] = inputs["layer"]
     y = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dev}; d={args.d} B={args.batch} "
           f"M={args.samples} r={args.rank} s={args.sketch}; median of {args.steps} steps")
     print(f"{'workload':8} {'device':6} {'digital ms':>10} {'oracle ms':>10} {'surrogate ms':>12} "
           f"{'oracle/dig':>10} {'surr/dig':>9}")
     for workload in args.workloads.split(","):
-        # The middle Linear of the network is the one replaced ("0" for the lone layer, "2" in the MLP).
-        name = "0" if workload == "layer" else "2"
+        # The d x d Linear of each network is the one replaced.
+        name = {"layer": "0", "mlp": "2", "cnn": "9"}[workload]
+        x = inputs[workload]
         torch.manual_seed(0)
         digital = time_steps(build(workload, args.d).to(dev), x, y, args.steps)
         for device in args.devices.split(","):
