@@ -137,3 +137,299 @@ def show(fig, **kwargs) -> None:
         fig.show(renderer=_renderer(), **kwargs)
     else:
         fig.show(**kwargs)
+
+
+# =============================================================================================
+# Figure builders.  They only draw what they are given (numbers come from hybridlab.experiments
+# or the chapters); plotly builders precompute every slider state, so the figures stay
+# interactive in the static book.
+# =============================================================================================
+
+#: Colours used for curves, in order (plotly's default qualitative palette).
+PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880",
+           "#FF97FF", "#FECB52")
+
+
+def _xy(data, x):
+    """``(x, y)`` from ``y`` (uses the shared ``x``) or from an ``(x, y)`` pair."""
+    if isinstance(data, tuple) and len(data) == 2:
+        return list(data[0]), list(data[1])
+    if x is None:
+        raise ValueError("a curve was given as y values only, but slider_figure got no shared x")
+    return list(x), list(data)
+
+
+def slider_figure(x, curves_by_value, *, slider_label: str = "value", value_format: str = "{}",
+                  static_curves=None, xaxis_title: str = "", yaxis_title: str = "", log_x: bool = False,
+                  log_y: bool = False, title: str | None = None, active: int | None = None,
+                  y_range=None, markers: bool = True, height: int = PLOTLY_HEIGHT):
+    """A plotly line figure with a slider that switches between precomputed sets of curves.
+
+    Args:
+        x: shared x values (or ``None`` if every curve is given as an ``(x, y)`` pair).
+        curves_by_value: ``{slider value: {curve name: y or (x, y)}}``; the same curve name gets
+            the same colour at every slider value.
+        slider_label: shown before the current value (``"M = 16"``).
+        value_format: format of the slider labels, e.g. ``"{:g}"``.
+        static_curves: ``{name: y or (x, y)}`` drawn at every slider value (dashed).
+        xaxis_title, yaxis_title, title: labels.
+        log_x, log_y: logarithmic axes.
+        active: index of the initially selected value (default: the middle one).
+        y_range: fixed y range (``[lo, hi]``; for a log axis give it in log10 units).
+        markers: draw markers on the curves.
+        height: figure height in pixels.
+
+    Returns:
+        A ``plotly.graph_objects.Figure``.
+    """
+    import plotly.graph_objects as go
+
+    values = list(curves_by_value)
+    if not values:
+        raise ValueError("curves_by_value is empty: give at least one slider value")
+    active = len(values) // 2 if active is None else active
+    static_curves = dict(static_curves or {})
+    names = list(dict.fromkeys(n for v in values for n in curves_by_value[v]))
+    color = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(list(static_curves) + names)}
+    mode = "lines+markers" if markers else "lines"
+    fig = go.Figure()
+    for name, data in static_curves.items():
+        xs, ys = _xy(data, x)
+        fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines",
+                                 line=dict(color=color[name], dash="dash")))
+    owner = []
+    for i, v in enumerate(values):
+        for name, data in curves_by_value[v].items():
+            xs, ys = _xy(data, x)
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode=mode, visible=(i == active),
+                                     legendgroup=name, line=dict(color=color[name]), marker=dict(size=6)))
+            owner.append(i)
+    n_static = len(static_curves)
+    steps = [dict(method="restyle", label=value_format.format(v),
+                  args=[{"visible": [True] * n_static + [o == i for o in owner]}]) for i, v in enumerate(values)]
+    fig.update_layout(
+        title=title, height=height, margin=dict(l=60, r=20, t=60 if title else 30, b=40),
+        sliders=[dict(active=active, steps=steps, pad=dict(t=55), currentvalue=dict(prefix=f"{slider_label} = "))],
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
+        xaxis_title=xaxis_title, yaxis_title=yaxis_title,
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    return fig
+
+
+def _to_uint8(img, lo: float, hi: float):
+    import numpy as np
+
+    img = np.asarray(img, dtype=float)
+    return np.clip(np.rint((img - lo) / max(hi - lo, 1e-300) * 255.0), 0, 255).astype(np.uint8)
+
+
+def rank_slider_figure(original, approximations, ranks, errors, *, title: str | None = None,
+                       active: int | None = None, error_label: str = "relative error ‖A − A_r‖_F / ‖A‖_F",
+                       height: int = 430):
+    """Image of the rank-r approximation and its error, with a slider over r (all precomputed).
+
+    Args:
+        original: the matrix ``A`` (2-D array), shown as the slider's last position and used
+            for the grey scale.
+        approximations: ``{r: rank-r approximation (2-D array)}``, e.g. from
+            :func:`hybridlab.experiments.rank_approximations`.
+        ranks, errors: the error curve (``errors[i]`` at rank ``ranks[i]``) drawn on the right,
+            e.g. :func:`hybridlab.experiments.rank_errors`; a marker shows the selected r.
+        title: figure title.
+        active: index of the initially selected rank (default: the middle one).
+        height: figure height in pixels.
+
+    Images are stored as 8-bit grey levels, so the figure stays small in the page.
+    """
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    A = np.asarray(original, dtype=float)
+    lo, hi = float(A.min()), float(A.max())
+    rs = list(approximations)
+    active = len(rs) // 2 if active is None else active
+    err_at = dict(zip([int(r) for r in ranks], errors))
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.1,
+                        subplot_titles=("rank-r approximation", "error against rank"))
+    fig.add_trace(go.Scatter(x=list(ranks), y=list(errors), mode="lines", name="Eckart–Young error",
+                             line=dict(color=PALETTE[0])), row=1, col=2)
+    labels = [*(str(r) for r in rs), "full"]
+    images = [approximations[r] for r in rs] + [A]
+    for i, img in enumerate(images):
+        fig.add_trace(go.Heatmap(z=_to_uint8(img, lo, hi), colorscale="gray", zmin=0, zmax=255,
+                                 showscale=False, visible=(i == active), hoverinfo="skip",
+                                 name=f"r = {labels[i]}"), row=1, col=1)
+    for i, r in enumerate(rs):
+        e = err_at.get(int(r))
+        fig.add_trace(go.Scatter(x=[r], y=[e], mode="markers", marker=dict(size=12, color=PALETTE[1]),
+                                 name=f"r = {r}", showlegend=False, visible=(i == active)), row=1, col=2)
+    n_img = len(images)
+    steps = []
+    for i, label in enumerate(labels):
+        vis = [True] + [j == i for j in range(n_img)] + [j == i for j in range(len(rs))]
+        steps.append(dict(method="restyle", label=label, args=[{"visible": vis}]))
+    fig.update_layout(
+        title=title, height=height, showlegend=False, margin=dict(l=30, r=20, t=70 if title else 40, b=30),
+        sliders=[dict(active=active, steps=steps, pad=dict(t=40), currentvalue=dict(prefix="rank r = "))],
+    )
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=1)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x", autorange="reversed",
+                     row=1, col=1)
+    fig.update_xaxes(title_text="rank r", type="log", row=1, col=2)
+    fig.update_yaxes(title_text=error_label, type="log", row=1, col=2)
+    return fig
+
+
+def matrix_panel(matrices, *, cmap: str = "RdBu_r", symmetric: bool = True, ncols: int | None = None,
+                 size: float = 2.8, colorbar: bool = True, suptitle: str | None = None):
+    """Matplotlib figure showing several matrices side by side as images.
+
+    Args:
+        matrices: ``{title: 2-D array}``.
+        cmap: colour map (a diverging one for signed entries).
+        symmetric: colour limits ``[-m, m]`` with ``m`` the largest absolute entry of each matrix.
+        ncols: number of columns (default: all in one row).
+        size: size of one panel in inches.
+        colorbar: add a colour bar to every panel.
+        suptitle: overall title.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    items = list(matrices.items())
+    ncols = ncols or len(items)
+    nrows = -(-len(items) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * 1.15, size * nrows), squeeze=False)
+    for ax, (name, M) in zip(axes.flat, items):
+        M = np.asarray(M, dtype=float)
+        kw = {}
+        if symmetric:
+            m = float(np.abs(M).max()) or 1.0
+            kw = dict(vmin=-m, vmax=m)
+        im = ax.imshow(M, cmap=cmap, interpolation="nearest", **kw)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        if colorbar:
+            fig.colorbar(im, ax=ax, shrink=0.8)
+    for ax in list(axes.flat)[len(items):]:
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def interactive_figure(draw, controls, initial=None):
+    """ipywidgets sliders that redraw a matplotlib figure (live in JupyterLab).
+
+    Args:
+        draw: ``draw(**values)`` draws one matplotlib figure for the selected values.
+        controls: ``{name: sequence of values}``; each becomes a selection slider.
+        initial: ``{name: initial value}`` (default: the middle value of each sequence).
+
+    Returns:
+        An ``ipywidgets.VBox`` with the sliders and the figure; display it (last line of a cell).
+        Sliders act on release (``continuous_update=False``). In the static book a saved widget
+        cannot recompute: use the precomputed plotly sliders there.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    initial = dict(initial or {})
+    sliders = {}
+    for name, values in controls.items():
+        options = list(values)
+        if not options:
+            raise ValueError(f"control {name!r} has no values")
+        value = initial.get(name, options[len(options) // 2])
+        if value not in options:
+            raise ValueError(f"initial value {value!r} of {name!r} is not one of {options}")
+        sliders[name] = widgets.SelectionSlider(
+            options=options, value=value, description=name, continuous_update=False,
+            style={"description_width": "initial"}, layout=widgets.Layout(width="70%"))
+    out = widgets.Output()
+
+    def render(change=None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            draw(**{n: s.value for n, s in sliders.items()})
+            plt.show()
+
+    for s in sliders.values():
+        s.observe(render, names="value")
+    render()
+    return widgets.VBox([*sliders.values(), out])
+
+
+def show_source(obj, docstring: bool = False) -> None:
+    """Display the source of a function, method or class as a highlighted code block.
+
+    Args:
+        obj: what to show (e.g. :func:`hybridlab.surrogate.projector_splitting_step`).
+        docstring: keep the docstring (default: drop it, to show only the code).
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    from IPython.display import Markdown, display
+
+    src = textwrap.dedent(inspect.getsource(obj))
+    if not docstring:
+        tree = ast.parse(src)
+        node = tree.body[0]
+        body = getattr(node, "body", [])
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            lines = src.splitlines()
+            start, end = body[0].lineno - 1, body[0].end_lineno
+            src = "\n".join(lines[:start] + lines[end:])
+    module = getattr(obj, "__module__", "")
+    name = getattr(obj, "__qualname__", getattr(obj, "__name__", ""))
+    display(Markdown(f"`{module}.{name}`\n\n```python\n{src.rstrip()}\n```"))
+
+
+def markdown_table(rows, columns=None, formats=None) -> str:
+    """A Markdown table from a list of dicts.
+
+    Args:
+        rows: list of dicts (one per row).
+        columns: ``{key: header}`` or a list of keys (default: the keys of the first row).
+        formats: ``{key: format string}``, e.g. ``{"ratio": "{:.3f}"}``.
+    """
+    if not rows:
+        return ""
+    if columns is None:
+        columns = list(rows[0])
+    if not isinstance(columns, dict):
+        columns = {k: k for k in columns}
+    formats = formats or {}
+    head = "| " + " | ".join(columns.values()) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    def cell(k, row) -> str:
+        return formats.get(k, "{}").format(row[k]).replace("|", "\\|")
+
+    body = ["| " + " | ".join(cell(k, r) for k in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def show_table(rows, columns=None, formats=None, data=None) -> None:
+    """Display :func:`markdown_table` as Markdown; ``data`` (JSON-able) is attached as ``application/json``.
+
+    The book shows the Markdown; tests can read the exact numbers from the JSON of the output.
+    """
+    from IPython.display import display
+
+    md = markdown_table(rows, columns, formats)
+    bundle = {"text/markdown": md, "text/plain": md}
+    if data is not None:
+        bundle["application/json"] = data
+    display(bundle, raw=True)

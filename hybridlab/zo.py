@@ -107,6 +107,21 @@ def _check_finite(name: str, t: Tensor, who: str) -> None:
         )
 
 
+def _check_batch(X: Tensor, V: Tensor, f0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Check the inputs ``X`` (n, d_in), upstream errors ``V`` (n, d_out) and ``f0 = f(X; w)``."""
+    X = _check_tensor("X", X, 2, "(n, d_in)")
+    V = _check_tensor("V", V, 2, f"(n, d_out) with n = {X.shape[0]} rows like X")
+    n, d_out = X.shape[0], V.shape[1]
+    if V.shape[0] != n:
+        raise ValueError(f"`V` must have shape (n, d_out) = ({n}, d_out) with one row per row of X, got {tuple(V.shape)}")
+    if f0 is not None:
+        f0 = _check_tensor("f0", f0, 2, f"(n, d_out) = ({n}, {d_out})")
+        if tuple(f0.shape) != (n, d_out):
+            raise ValueError(f"`f0` must have shape (n, d_out) = ({n}, {d_out}) like V, got {tuple(f0.shape)}")
+        _check_finite("f0", f0, "the forward pass (`f0`)")
+    return X, V, f0
+
+
 def _check_output(Y: Tensor, expected: tuple[int, ...], who: str) -> Tensor:
     if not isinstance(Y, Tensor):
         raise TypeError(f"{who} must return a torch.Tensor of shape {expected}, got {type(Y).__name__}")
@@ -240,18 +255,9 @@ def zo_gradient(
     _check_kind(kind)
     _check_scheme(scheme)
     w = _check_tensor("w", w, 1, "(p,)")
-    X = _check_tensor("X", X, 2, "(n, d_in)")
-    V = _check_tensor("V", V, 2, f"(n, d_out) with n = {X.shape[0]} rows like X")
+    X, V, f0 = _check_batch(X, V, f0)
     p = w.shape[0]
-    n = X.shape[0]
-    d_out = V.shape[1]
-    if V.shape[0] != n:
-        raise ValueError(f"`V` must have shape (n, d_out) = ({n}, d_out) with one row per row of X, got {tuple(V.shape)}")
-    if f0 is not None:
-        f0 = _check_tensor("f0", f0, 2, f"(n, d_out) = ({n}, {d_out})")
-        if tuple(f0.shape) != (n, d_out):
-            raise ValueError(f"`f0` must have shape (n, d_out) = ({n}, {d_out}) like V, got {tuple(f0.shape)}")
-        _check_finite("f0", f0, "the forward pass (`f0`)")
+    n, d_out = V.shape
     if compressed and not linear_in_x:
         raise ValueError(
             "compressed batch needs a device linear in x (sum_b <A x_b, v_b> = trace(A C^T) only holds "
@@ -348,17 +354,9 @@ def zo_input_gradient(
     M = _check_samples(samples)
     mu = _check_mu(mu)
     _check_kind(kind)
-    X = _check_tensor("X", X, 2, "(n, d_in)")
-    V = _check_tensor("V", V, 2, f"(n, d_out) with n = {X.shape[0]} rows like X")
+    X, V, f0 = _check_batch(X, V, f0)
     n, d_in = X.shape
     d_out = V.shape[1]
-    if V.shape[0] != n:
-        raise ValueError(f"`V` must have shape (n, d_out) = ({n}, d_out) with one row per row of X, got {tuple(V.shape)}")
-    if f0 is not None:
-        f0 = _check_tensor("f0", f0, 2, f"(n, d_out) = ({n}, {d_out})")
-        if tuple(f0.shape) != (n, d_out):
-            raise ValueError(f"`f0` must have shape (n, d_out) = ({n}, {d_out}) like V, got {tuple(f0.shape)}")
-        _check_finite("f0", f0, "the forward pass (`f0`)")
 
     U = directions(M * n, d_in, kind, generator=generator, dtype=X.dtype, device=X.device).reshape(M, n, d_in)
     Xp = (X + mu * U).reshape(M * n, d_in)  # row i*n + b is x_b + mu u_ib
