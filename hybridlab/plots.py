@@ -162,7 +162,7 @@ def _xy(data, x):
 def slider_figure(x, curves_by_value, *, slider_label: str = "value", value_format: str = "{}",
                   static_curves=None, xaxis_title: str = "", yaxis_title: str = "", log_x: bool = False,
                   log_y: bool = False, title: str | None = None, active: int | None = None,
-                  y_range=None, markers: bool = True, height: int = PLOTLY_HEIGHT):
+                  y_range=None, markers: bool = True, dashed=(), height: int = PLOTLY_HEIGHT):
     """A plotly line figure with a slider that switches between precomputed sets of curves.
 
     Args:
@@ -177,6 +177,8 @@ def slider_figure(x, curves_by_value, *, slider_label: str = "value", value_form
         active: index of the initially selected value (default: the middle one).
         y_range: fixed y range (``[lo, hi]``; for a log axis give it in log10 units).
         markers: draw markers on the curves.
+        dashed: names of curves (in ``curves_by_value``) to draw dashed without markers, e.g. a
+            theoretical reference.
         height: figure height in pixels.
 
     Returns:
@@ -192,6 +194,7 @@ def slider_figure(x, curves_by_value, *, slider_label: str = "value", value_form
     names = list(dict.fromkeys(n for v in values for n in curves_by_value[v]))
     color = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(list(static_curves) + names)}
     mode = "lines+markers" if markers else "lines"
+    dashed = set(dashed)
     fig = go.Figure()
     for name, data in static_curves.items():
         xs, ys = _xy(data, x)
@@ -201,22 +204,27 @@ def slider_figure(x, curves_by_value, *, slider_label: str = "value", value_form
     for i, v in enumerate(values):
         for name, data in curves_by_value[v].items():
             xs, ys = _xy(data, x)
-            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode=mode, visible=(i == active),
-                                     legendgroup=name, line=dict(color=color[name]), marker=dict(size=6)))
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines" if name in dashed else mode,
+                                     visible=(i == active), legendgroup=name, marker=dict(size=6),
+                                     line=dict(color=color[name], dash="dash" if name in dashed else None)))
             owner.append(i)
     n_static = len(static_curves)
     steps = [dict(method="restyle", label=value_format.format(v),
                   args=[{"visible": [True] * n_static + [o == i for o in owner]}]) for i, v in enumerate(values)]
+    n_names = len(static_curves) + len(names)
+    legend_rows = 1 + n_names // 3  # a horizontal legend wraps at about three entries in a book column
+    top = 20 * legend_rows + (45 if title else 15)
     fig.update_layout(
-        title=title, height=height, margin=dict(l=60, r=20, t=60 if title else 30, b=40),
+        title=dict(text=title, y=0.99, yanchor="top", x=0.01, xanchor="left") if title else None,
+        height=height + 20 * legend_rows, margin=dict(l=60, r=20, t=top, b=40),
         sliders=[dict(active=active, steps=steps, pad=dict(t=55), currentvalue=dict(prefix=f"{slider_label} = "))],
         legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
         xaxis_title=xaxis_title, yaxis_title=yaxis_title,
     )
     if log_x:
-        fig.update_xaxes(type="log")
+        fig.update_xaxes(type="log", exponentformat="power")
     if log_y:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", exponentformat="power")
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
     return fig
@@ -230,7 +238,7 @@ def _to_uint8(img, lo: float, hi: float):
 
 
 def rank_slider_figure(original, approximations, ranks, errors, *, title: str | None = None,
-                       active: int | None = None, error_label: str = "relative error ‖A − A_r‖_F / ‖A‖_F",
+                       active: int | None = None, error_label: str = "relative error",
                        height: int = 430):
     """Image of the rank-r approximation and its error, with a slider over r (all precomputed).
 
@@ -282,13 +290,13 @@ def rank_slider_figure(original, approximations, ranks, errors, *, title: str | 
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=1)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x", autorange="reversed",
                      row=1, col=1)
-    fig.update_xaxes(title_text="rank r", type="log", row=1, col=2)
-    fig.update_yaxes(title_text=error_label, type="log", row=1, col=2)
+    fig.update_xaxes(title_text="rank r", type="log", dtick=1, row=1, col=2)
+    fig.update_yaxes(title_text=error_label, type="log", dtick=1, exponentformat="power", row=1, col=2)
     return fig
 
 
 def matrix_panel(matrices, *, cmap: str = "RdBu_r", symmetric: bool = True, ncols: int | None = None,
-                 size: float = 2.8, colorbar: bool = True, suptitle: str | None = None):
+                 size: float = 2.8, colorbar: bool = True, suptitle: str | None = None, max_width: float = 6.8):
     """Matplotlib figure showing several matrices side by side as images.
 
     Args:
@@ -296,9 +304,10 @@ def matrix_panel(matrices, *, cmap: str = "RdBu_r", symmetric: bool = True, ncol
         cmap: colour map (a diverging one for signed entries).
         symmetric: colour limits ``[-m, m]`` with ``m`` the largest absolute entry of each matrix.
         ncols: number of columns (default: all in one row).
-        size: size of one panel in inches.
+        size: size of one panel in inches (reduced so that the figure is at most ``max_width`` wide).
         colorbar: add a colour bar to every panel.
         suptitle: overall title.
+        max_width: largest figure width in inches (the book's text column is about 6.8 in).
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -306,7 +315,9 @@ def matrix_panel(matrices, *, cmap: str = "RdBu_r", symmetric: bool = True, ncol
     items = list(matrices.items())
     ncols = ncols or len(items)
     nrows = -(-len(items) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * 1.15, size * nrows), squeeze=False)
+    widen = 1.25 if colorbar else 1.0
+    size = min(size, max_width / (ncols * widen))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * widen, size * nrows + 0.3), squeeze=False)
     for ax, (name, M) in zip(axes.flat, items):
         M = np.asarray(M, dtype=float)
         kw = {}
@@ -358,10 +369,26 @@ def interactive_figure(draw, controls, initial=None):
     out = widgets.Output()
 
     def render(change=None) -> None:
-        with out:
-            out.clear_output(wait=True)
-            draw(**{n: s.value for n, s in sliders.items()})
-            plt.show()
+        # Draw, render the new figures to PNG and put them in the Output widget's state directly
+        # (``outputs``), instead of capturing with ``with out:``: plain state updates are all a
+        # front end (or a batch executor such as nbclient) has to handle.
+        import io
+
+        from IPython.display import Image
+
+        before = set(plt.get_fignums())
+        draw(**{n: s.value for n, s in sliders.items()})
+        images = []
+        for num in [n for n in plt.get_fignums() if n not in before]:
+            fig = plt.figure(num)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=2 * fig.dpi)
+            width = int(fig.get_figwidth() * fig.dpi)
+            plt.close(fig)
+            images.append(Image(data=buf.getvalue(), format="png", width=width))
+        out.outputs = ()
+        for image in images:
+            out.append_display_data(image)
 
     for s in sliders.values():
         s.observe(render, names="value")
@@ -421,15 +448,79 @@ def markdown_table(rows, columns=None, formats=None) -> str:
     return "\n".join([head, rule, *body])
 
 
-def show_table(rows, columns=None, formats=None, data=None) -> None:
-    """Display :func:`markdown_table` as Markdown; ``data`` (JSON-able) is attached as ``application/json``.
+#: Key of the output metadata under which :func:`show_table` attaches its exact data.
+TABLE_METADATA_KEY = "hybridlab/table"
 
-    The book shows the Markdown; tests can read the exact numbers from the JSON of the output.
+
+def html_table(rows, columns=None, formats=None) -> str:
+    """The table of :func:`markdown_table` as an HTML ``<table>`` (numbers right-aligned)."""
+    import html
+    import numbers
+
+    if not rows:
+        return ""
+    if columns is None:
+        columns = list(rows[0])
+    if not isinstance(columns, dict):
+        columns = {k: k for k in columns}
+    formats = formats or {}
+    align = {k: "right" if all(isinstance(r[k], numbers.Number) for r in rows) else "left" for k in columns}
+    cell = "padding: 0.25em 0.9em; text-align: {};"
+    head = "".join(f'<th style="{cell.format(align[k])} border-bottom: 1px solid #999;">{html.escape(str(h))}</th>'
+                   for k, h in columns.items())
+    body = "".join(
+        "<tr>" + "".join(f'<td style="{cell.format(align[k])}">{html.escape(formats.get(k, "{}").format(r[k]))}</td>'
+                         for k in columns) + "</tr>"
+        for r in rows)
+    return (f'<table class="hybridlab-table" style="border-collapse: collapse; margin: 0.5em 0;">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def show_table(rows, columns=None, formats=None, data=None) -> None:
+    """Display a table (HTML, with Markdown and plain-text fallbacks); ``data`` goes into the metadata.
+
+    The book and JupyterLab show the HTML. ``data`` (JSON-able, e.g. the rows at full precision and
+    the configuration that produced them) goes into the output *metadata* under
+    :data:`TABLE_METADATA_KEY`, where tests can read the exact numbers; metadata is not rendered,
+    so the book has nothing to warn about.
     """
     from IPython.display import display
 
     md = markdown_table(rows, columns, formats)
-    bundle = {"text/markdown": md, "text/plain": md}
-    if data is not None:
-        bundle["application/json"] = data
-    display(bundle, raw=True)
+    metadata = {TABLE_METADATA_KEY: data} if data is not None else None
+    display({"text/html": html_table(rows, columns, formats), "text/markdown": md, "text/plain": md},
+            raw=True, metadata=metadata)
+
+
+def plain_log_ticks(ax, axis: str = "both") -> None:
+    """Label the ticks of logarithmic matplotlib axes as plain numbers (``0.5``, ``200``).
+
+    Matplotlib writes ``6 x 10^0`` on log axes that span little more than a decade; plain numbers
+    are easier to read. Minor ticks get a label only at 2 and 5 times a power of ten, and only
+    when the axis spans less than two decades.
+    """
+    import math
+
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v, _):
+        if v <= 0:
+            return ""
+        lead = round(v / 10 ** math.floor(math.log10(v) + 1e-12), 6)
+        return f"{v:g}" if lead in (2.0, 5.0) else ""
+
+    axes = {"x": [ax.xaxis], "y": [ax.yaxis], "both": [ax.xaxis, ax.yaxis]}[axis]
+    for a in axes:
+        if a.get_scale() != "log":
+            continue
+        a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        a.set_minor_formatter(FuncFormatter(minor) if _decades(a) < 2 else FuncFormatter(lambda v, _: ""))
+
+
+def _decades(axis) -> float:
+    import math
+
+    lo, hi = axis.get_view_interval()
+    if lo <= 0 or hi <= 0:
+        return math.inf
+    return math.log10(hi / lo)

@@ -1,0 +1,127 @@
+"""Every chapter notebook runs top to bottom in QUICK mode, fast, and is committed clean.
+
+* static checks (fast): the first code cell is tagged ``parameters`` and sets ``QUICK = False``;
+  no outputs or execution counts are committed; the chapter has learning objectives, exercises
+  and a summary; ``setup_notebook()`` is called before anything is shown;
+* a run of each ``chapters/*.ipynb`` with papermill (``QUICK = True`` injected after the
+  ``parameters`` cell, a fresh ``python3`` kernel, the chapter folder as working directory): it
+  must not raise and must finish within :data:`MAX_SECONDS`;
+* the tracking table that chapter 4 prints (cell tagged ``tracking-table``, exact numbers attached
+  to the output's metadata by ``hybridlab.plots.show_table``) equals a fresh call of :func:`hybridlab.experiments.tracking_table`
+  with the configuration printed next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+MAX_SECONDS = 60          # per chapter, QUICK mode (kernel start included)
+CELL_TIMEOUT = 300        # a hung cell fails the test instead of blocking the suite
+TRACKING_CHAPTER = "04_dlra.ipynb"
+TRACKING_TAG = "tracking-table"
+
+_executed: dict[str, tuple[object, float]] = {}
+
+
+def _read(path: Path):
+    nbformat = pytest.importorskip("nbformat")
+    return nbformat.read(str(path), as_version=4)
+
+
+def _run_quick(path: Path, tmp_dir: Path):
+    """Execute ``path`` with QUICK = True once per test session; return (notebook, seconds)."""
+    if path.name not in _executed:
+        papermill = pytest.importorskip("papermill")
+        out = tmp_dir / path.name
+        start = time.perf_counter()
+        nb = papermill.execute_notebook(
+            str(path), str(out), parameters={"QUICK": True}, kernel_name="python3",
+            cwd=str(path.parent), progress_bar=False, execution_timeout=CELL_TIMEOUT,
+        )
+        _executed[path.name] = (nb, time.perf_counter() - start)
+    return _executed[path.name]
+
+
+def test_there_are_chapters():
+    assert CHAPTERS, "no chapters/NN_*.ipynb found"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_is_clean_and_complete(path: Path):
+    nb = _read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, f"{path.name} has no code cells"
+    first = code[0]
+    assert "parameters" in first.metadata.get("tags", []), f"{path.name}: first code cell must be tagged 'parameters'"
+    assert re.search(r"^QUICK\s*=\s*False\b", first.source, re.M), f"{path.name}: parameters cell must set QUICK = False"
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name}: committed outputs in cells {dirty} (strip them)"
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "Learning objectives" in markdown, f"{path.name}: no learning objectives"
+    assert "## Summary" in markdown, f"{path.name}: no summary"
+    n_ex = len(re.findall(r"`{3,}\{exercise\}", markdown))
+    n_sol = len(re.findall(r"`{3,}\{solution\}", markdown))
+    assert 2 <= n_ex <= 4 and n_sol == n_ex, f"{path.name}: {n_ex} exercises, {n_sol} solutions"
+    sources = [c.source for c in code]
+    setup = next((i for i, s in enumerate(sources) if "setup_notebook()" in s), None)
+    assert setup is not None, f"{path.name}: setup_notebook() is never called"
+    shown = next((i for i, s in enumerate(sources) if ".show()" in s or "plt.show" in s), len(sources))
+    assert setup < shown, f"{path.name}: a figure is shown before setup_notebook()"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_runs_quick(path: Path, tmp_path_factory):
+    nb, seconds = _run_quick(path, tmp_path_factory.mktemp("chapters"))
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors, f"{path.name} produced errors: {[e.get('ename') for e in errors]}"
+    assert seconds < MAX_SECONDS, f"{path.name} took {seconds:.1f} s in QUICK mode (limit {MAX_SECONDS} s)"
+
+
+def _tracking_output(nb) -> dict:
+    cells = [c for c in nb.cells if TRACKING_TAG in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"expected one cell tagged {TRACKING_TAG!r}, found {len(cells)}"
+    from hybridlab.plots import TABLE_METADATA_KEY
+
+    for out in cells[0].get("outputs", []):
+        payload = out.get("metadata", {}).get(TABLE_METADATA_KEY)
+        if payload is not None:
+            return json.loads(payload) if isinstance(payload, str) else payload
+    raise AssertionError(f"the cell tagged {TRACKING_TAG!r} has no output with {TABLE_METADATA_KEY!r} metadata")
+
+
+@pytest.mark.slow
+def test_tracking_table_matches_experiments(tmp_path_factory):
+    path = ROOT / "chapters" / TRACKING_CHAPTER
+    if not path.is_file():
+        pytest.skip(f"{TRACKING_CHAPTER} does not exist")
+    nb, _ = _run_quick(path, tmp_path_factory.mktemp("chapters"))
+    shown = _tracking_output(nb)
+    config, rows = shown["config"], shown["rows"]
+    assert rows and {"method", "mean_ratio", "queries_per_step"} <= set(rows[0])
+
+    import torch
+
+    from hybridlab import experiments
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the chapter
+    try:
+        fresh = experiments.tracking_table(**config)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["method"] for r in fresh] == [r["method"] for r in rows]
+    for got, want in zip(rows, fresh):
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-12), (want["method"], key)
+            else:
+                assert got[key] == value, (want["method"], key)

@@ -1,0 +1,353 @@
+"""Unit tests of hybridlab.experiments (the chapters' computations) and the figure builders of
+hybridlab.plots. Small sizes: the whole file runs in a few seconds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hybridlab import experiments as ex
+from hybridlab import plots
+from hybridlab.lowrank import eckart_young_error, truncated_svd
+
+torch.set_num_threads(1)
+F64 = torch.float64
+
+
+# ----------------------------------------------------------------------------------------- Grid
+def test_grid_selects_by_value_and_names_errors():
+    g = ex.Grid({"M": [1, 10], "mu": [1e-3, 1e-2], "t": [0, 1, 2]}, np.arange(12.0).reshape(2, 2, 3))
+    assert g.sel(M=10, mu=1e-2).tolist() == [9.0, 10.0, 11.0]
+    assert g.sel(mu=0.001).shape == (2, 3)
+    with pytest.raises(ValueError, match="not on axis"):
+        g.sel(M=5)
+    with pytest.raises(ValueError, match="no axis"):
+        g.index("nope", 1)
+    with pytest.raises(ValueError, match="axes describe"):
+        ex.Grid({"a": [1, 2]}, np.zeros(3))
+
+
+# ------------------------------------------------------------------------------------ chapter 1
+def test_sample_image_is_grey_matrix():
+    img = ex.sample_image("china.jpg", (24, 36))
+    assert img.shape == (24, 36) and img.dtype == F64
+    assert 0.0 <= float(img.min()) <= float(img.max()) <= 1.0
+
+
+def test_rank_errors_and_approximations_agree_with_lowrank():
+    A = torch.randn(12, 9, generator=torch.Generator().manual_seed(0), dtype=F64)
+    ranks = [1, 3, 8]
+    err = ex.rank_errors(A, ranks)
+    assert np.all(np.diff(err) < 0)
+    assert err[1] == pytest.approx(eckart_young_error(A, 3) / float(A.norm()))
+    approx = ex.rank_approximations(A, ranks)
+    assert set(approx) == set(ranks)
+    res = np.linalg.norm(A.numpy() - approx[3]) / float(A.norm())
+    assert res == pytest.approx(err[1])
+
+
+def test_device_matrix_is_the_configured_transfer_matrix():
+    A = ex.device_matrix("slm", 6, 4, seed=3)
+    assert A.shape == (4, 6) and A.dtype == F64
+    assert float(A.abs().max()) <= 1 / math.sqrt(6) + 1e-12
+
+
+def test_query_fits_count_queries_and_identity_is_optimal():
+    A = torch.randn(10, 16, generator=torch.Generator().manual_seed(1), dtype=F64)
+    rows = ex.query_fits(A, 3, sketches=[4, 16], kinds=("gaussian", "orthogonal"), oversample=2, seeds=(0,))
+    ident = rows[0]
+    assert ident["method"] == "identity" and ident["queries"] == 16
+    assert ident["ratio"] == pytest.approx(1.0)
+    by = {(r["kind"], r["sketch"]): r for r in rows[1:]}
+    assert by[("gaussian", 4)]["queries"] == 3 + 2 + 4
+    assert by[("orthogonal", 16)]["queries"] == 3 + 2 + 16
+    assert all(r["ratio"] >= 1 - 1e-9 for r in rows)
+
+
+def test_train_digits_mlp_learns():
+    out = ex.train_digits_mlp(hidden=16, epochs=2, seed=0)
+    assert out["weight"].shape == (16, 64) and out["init"].shape == (16, 64)
+    assert out["accuracy"] > 0.5
+    assert not torch.equal(out["weight"], out["init"])
+
+
+# ------------------------------------------------------------------------------------ chapter 2
+def test_mrr_response_matches_ring_formula():
+    phi = torch.tensor([0.0, math.pi], dtype=F64)
+    res = ex.mrr_response(phi, [0.8], r=0.9)[0.8]
+    a, r = 0.8, 0.9
+    assert res["T"][0] == pytest.approx((a - r) ** 2 / (1 - a * r) ** 2)
+    assert res["T"][1] == pytest.approx((a + r) ** 2 / (1 + a * r) ** 2)
+    assert res["range"] == pytest.approx((res["weight"][0], res["weight"][1]))
+
+
+def test_entry_samples_stay_in_reachable_range():
+    slm = ex.entry_samples("slm", 4, 4, draws=3, uniform_phases=True)
+    assert slm.shape == (48,) and np.all(np.abs(slm) <= 0.5 + 1e-12)
+    mzi = ex.entry_samples("mzi", 4, 4, draws=3, uniform_phases=True)
+    assert np.all(np.abs(mzi) <= 1 + 1e-9)
+
+
+@pytest.mark.parametrize("option", ["noise", "drift", "fab_error", "crosstalk", "bits"])
+def test_nonideality_effect_grows_with_strength(option):
+    values = [8, 2] if option == "bits" else [0.0, 0.01, 0.1]
+    err = ex.nonideality_effect("slm", option, values, 6, 5, seed=0)
+    if option != "bits":
+        assert err[0] == pytest.approx(0.0, abs=1e-12)
+    assert np.all(np.diff(err) > 0)
+
+
+def test_step_cost_matches_the_cost_model():
+    r, s, M, B = 3, 5, 4, 7
+    ref = ex.step_cost("surrogate", "slm", 8, 6, batch=B, rank=r, sketch=s, samples=M, seed=0)
+    assert ref["initial fit"] == (8, 1)
+    assert ref["surrogate update"] == (2 * r + 2 * s, 2)
+    assert ref["forward"] == (B, 0)
+    assert ref["backward"] == (M * B, M)
+    cached = ex.step_cost("surrogate", "slm", 8, 6, batch=B, rank=r, sketch=s, samples=M, cache=True, seed=0)
+    assert cached["surrogate update"] == (2 * r + s, 1)
+    static = ex.step_cost("static", "slm", 8, 6, batch=B, rank=r, samples=M, seed=0)
+    assert static["surrogate update"][0] == 0
+
+
+# ------------------------------------------------------------------------------------ chapter 3
+def _slm(noise=0.0):
+    from hybridlab.devices import make_device
+
+    dev = make_device("slm", 5, 4, seed=0, noise=noise, dtype=F64)
+    dev.configure(dev.init_params())
+    g = torch.Generator().manual_seed(0)
+    return dev, torch.randn(6, 5, generator=g, dtype=F64), torch.randn(6, 4, generator=g, dtype=F64)
+
+
+def test_oracle_gradient_matches_finite_differences():
+    dev, X, V = _slm()
+    w = dev.w.clone()
+    g = ex.oracle_gradient(dev, w, X, V)
+    e = torch.zeros_like(w)
+    e[3] = 1e-6
+    phi = lambda ww: float(((X @ dev.transfer_matrix(ww).mT) * V).sum())  # noqa: E731
+    assert float(g[3]) == pytest.approx((phi(w + e) - phi(w - e)) / 2e-6, rel=1e-5)
+    gi = ex.oracle_gradient(dev, w, X, V, intensity=True)
+    phi2 = lambda ww: float(((X @ dev.transfer_matrix(ww).mT).square() * V).sum())  # noqa: E731
+    assert float(gi[3]) == pytest.approx((phi2(w + e) - phi2(w - e)) / 2e-6, rel=1e-5)
+
+
+def test_cosine_and_smoothing():
+    assert ex.cosine(torch.tensor([1.0, 0.0]), torch.tensor([2.0, 0.0])) == pytest.approx(1.0)
+    w = np.linspace(-1, 1, 5)
+    smooth, deriv = ex.gaussian_smoothing_1d(lambda x: x**2, w, 0.3)
+    assert smooth == pytest.approx(w**2 + 0.09)  # E (w + mu u)^2 = w^2 + mu^2
+    assert deriv == pytest.approx(2 * w)
+
+
+def test_finite_difference_errors_follow_the_schemes():
+    f = lambda w: torch.sin(3 * w[..., 0])  # noqa: E731
+    df = lambda w: 3 * torch.cos(3 * w[..., 0])  # noqa: E731
+    fwd = ex.finite_difference_errors(f, df, 0.7, [1e-2, 1e-3], scheme="forward", trials=1)
+    cen = ex.finite_difference_errors(f, df, 0.7, [1e-2, 1e-3], scheme="central", trials=1)
+    assert fwd[1] < fwd[0] and cen[0] < fwd[0]
+    assert fwd[0] / fwd[1] == pytest.approx(10, rel=0.1)  # O(h)
+    noisy = ex.finite_difference_errors(f, df, 0.7, [1e-8], noise=1e-6, trials=3)
+    assert noisy[0] > 1.0  # sigma / h
+
+
+def test_zo_cosine_grid_shape_and_trend():
+    g = ex.zo_cosine_grid("slm", 4, 4, batch=4, samples=(1, 64), mus=(1e-3,), noises=(0.0,), trials=3, seed=0)
+    assert g.values.shape == (1, 1, 1, 2, 1, 3)
+    assert list(g.axes) == ["noise", "kind", "scheme", "M", "mu", "trial"]
+    cos = g.values.mean(-1).ravel()
+    assert cos[1] > cos[0] and cos[1] > 0.6
+
+
+def test_compressed_batch_check():
+    rows = ex.compressed_batch_check("slm", 6, 3, batch=12, samples=16, seed=0)
+    lin = [r for r in rows if r["readout"].startswith("linear")]
+    inten = [r for r in rows if r["readout"].startswith("intensity")]
+    assert lin[0]["cosine"] == pytest.approx(lin[1]["cosine"], abs=1e-6)
+    assert lin[1]["queries"] * 12 == lin[0]["queries"] * 3  # d_out instead of B per configuration
+    assert inten[1]["cosine"] < inten[0]["cosine"] - 0.2
+
+
+def test_upstream_error_check():
+    res = ex.upstream_error_check("slm", 5, 4, batch=8, classes=3, samples=32, seed=0)
+    values = list(res.values())
+    assert values[0] < 1e-12
+    assert values[1] == pytest.approx(values[2], abs=0.05)
+
+
+# ------------------------------------------------------------------------------------ chapter 4
+def test_rank_r_path_has_rank_r_and_ksl_is_exact():
+    path = ex.rank_r_path(10, 8, [1.0, 1e-3, 1e-6], steps=5, h=0.05, seed=0)
+    s = torch.linalg.svdvals(path[-1])
+    assert float(s[3]) < 1e-12 and float(s[2]) == pytest.approx(1e-6, rel=1e-6)
+    assert ex.integrator_errors(path, 3, "ksl").max() < 1e-12
+    assert ex.integrator_errors(path, 3, "naive")[-1] > 1e-6
+
+
+def test_naive_step_is_a_valid_factorisation():
+    A = torch.randn(7, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
+    U, S, V = truncated_svd(A, 2)
+    U1, S1, V1 = ex.naive_dlra_step(U, S, V, torch.zeros_like(A))
+    assert torch.allclose(U1 @ S1 @ V1.mT, U @ S @ V.mT)
+    assert torch.allclose(U1.mT @ U1, torch.eye(2, dtype=F64))
+
+
+def test_small_singular_value_study_shapes():
+    res = ex.small_singular_value_study([1e-2, 1e-8], d=12, r=3, steps=3, seed=0)
+    assert set(res) == {"sigma_min", "ksl", "naive", "floor"}
+    assert np.all(res["ksl"] < 1e-10)
+
+
+def test_sketch_error_orthogonal_is_exact_at_full_size():
+    g = ex.sketch_error(d_in=8, d_out=5, r=2, sketches=(4, 8), kinds=("gaussian", "orthogonal"), trials=3)
+    assert g.sel(kind="orthogonal", s=8).max() < 1e-12
+    assert g.sel(kind="gaussian", s=8).min() > 1e-3
+
+
+def test_accumulated_sketch_error_fixed_sketch_is_biased():
+    res = ex.accumulated_sketch_error(d_in=16, d_out=8, r=2, s=4, steps=30, correlation=0.9,
+                                      modes=("fresh", "fixed", "rotate 5"), seed=0)
+    assert res["fresh"][-1] < 0.5 * res["fixed"][-1]
+    with pytest.raises(ValueError, match="mode"):
+        ex.accumulated_sketch_error(steps=2, modes=("sometimes",))
+
+
+@pytest.fixture(scope="module")
+def traj():
+    return ex.regression_trajectory("ideal", 12, 10, rank=2, steps=6, batch=4, seed=0)
+
+
+def test_regression_trajectory(traj):
+    assert traj.W.shape == (7, 120) and len(traj.A) == 7 and traj.steps == 6
+    assert torch.allclose(traj.A[3], traj.W[3].reshape(10, 12))
+    assert np.all(traj.step_sizes() > 0)
+    again = ex.regression_trajectory("ideal", 12, 10, rank=2, steps=6, batch=4, seed=0)
+    assert torch.equal(again.W, traj.W)
+    slm = ex.regression_trajectory("slm", 6, 5, rank=2, steps=2, batch=3, seed=0)
+    assert slm.W.shape == (3, 30)
+    with pytest.raises(ValueError, match="ideal"):
+        ex.regression_trajectory("mzi", 4, 4, steps=1)
+
+
+def test_track_methods_and_costs(traj):
+    r = 2
+    explicit = ex.track(traj, "explicit", rank=r)
+    assert explicit.queries == 0 and np.all(explicit.ratio >= 1 - 1e-9)
+    # the layer's implicit step with an exact (orthogonal, s = d_in) sketch is explicit KSL
+    exact = ex.track(traj, "surrogate", rank=r, sketch=12, sketch_kind="orthogonal")
+    assert exact.ratio == pytest.approx(explicit.ratio, rel=1e-8)
+    ref = ex.track(traj, "surrogate", rank=r, sketch=3)
+    assert ref.queries_per_step == 2 * r + 2 * 3 and ref.reconfigurations_per_step == 2
+    cached = ex.track(traj, "surrogate", rank=r, sketch=3, cache=True)
+    assert cached.queries_per_step == 2 * r + 3 and cached.reconfigurations_per_step == 1
+    static = ex.track(traj, "static", rank=r)
+    assert static.queries == 0 and static.fit_queries == 12
+    rebuild = ex.track(traj, "rebuild", rank=r, rebuild_every=2)
+    assert rebuild.queries == 3 * 12 and rebuild.ratio[1] == pytest.approx(1.0)
+
+
+def test_matched_rebuild_period():
+    assert ex.matched_rebuild_period(128, 8, 16) == 3
+    assert ex.matched_rebuild_period(64, 8, 64) == 1
+
+
+def test_tracking_sweep_and_table_are_deterministic(traj):
+    sweep = ex.tracking_sweep(traj, 2, [2, 4], variants=("gaussian", "cache"))
+    assert set(sweep) == {2, 4} and len(sweep[2]) == 3
+    kw = dict(d_in=10, d_out=8, rank=2, sketch=3, steps=4, batch=4, seed=1)
+    t1, t2 = ex.tracking_table(**kw), ex.tracking_table(**kw)
+    assert t1 == t2 and len(t1) == 7
+    assert {"method", "queries_per_step", "reconfigurations_per_step", "mean_ratio", "final_ratio"} == set(t1[0])
+
+
+# ----------------------------------------------------------------------------- plots builders
+def test_slider_figure_precomputes_every_state():
+    x = [1, 2, 3]
+    curves = {1: {"a": [1, 2, 3], "b": [3, 2, 1]}, 10: {"a": [2, 3, 4], "b": ([1, 3], [0, 0])}}
+    fig = plots.slider_figure(x, curves, static_curves={"ref": [0, 0, 0]}, slider_label="M", log_x=True)
+    assert len(fig.data) == 1 + 4
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["1", "10"]
+    assert steps[0].args[0]["visible"] == [True, True, True, False, False]
+    assert steps[1].args[0]["visible"] == [True, False, False, True, True]
+    assert fig.data[1].line.color == fig.data[3].line.color  # same curve, same colour
+    assert fig.layout.xaxis.type == "log"
+    with pytest.raises(ValueError, match="empty"):
+        plots.slider_figure(x, {})
+
+
+def test_rank_slider_figure():
+    A = np.random.default_rng(0).random((6, 8))
+    approx = {r: truncated_svd(torch.tensor(A), r).matrix().numpy() for r in (1, 2)}
+    fig = plots.rank_slider_figure(A, approx, [1, 2, 3], [0.5, 0.2, 0.1])
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["1", "2", "full"]
+    assert len(fig.data) == 1 + 3 + 2
+    assert all(len(s.args[0]["visible"]) == len(fig.data) for s in steps)
+    z = np.asarray(fig.data[1].z)
+    assert z.dtype == np.uint8 and z.shape == (6, 8)
+
+
+def test_matplotlib_builders():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plots.matrix_panel({"a": np.eye(3), "b": -np.eye(3), "c": np.ones((2, 4))}, ncols=2)
+    assert len(fig.axes) >= 3
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    ax.loglog([1, 5], [2, 3])
+    plots.plain_log_ticks(ax)
+    fig.canvas.draw()
+    assert "10^" not in "".join(t.get_text() for t in ax.get_yticklabels())
+    plt.close(fig)
+
+
+def test_markdown_table_and_show_table(monkeypatch):
+    md = plots.markdown_table([{"a": "x|y", "b": 1.23456}], {"a": "A", "b": "B"}, {"b": "{:.2f}"})
+    assert md.splitlines() == ["| A | B |", "|---|---|", "| x\\|y | 1.23 |"]
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False, metadata=None: shown.append((obj, metadata)))
+    plots.show_table([{"a": 1}], data={"rows": [1]})
+    bundle, metadata = shown[0]
+    assert metadata == {plots.TABLE_METADATA_KEY: {"rows": [1]}} and "| a |" in bundle["text/markdown"]
+    assert set(bundle) == {"text/html", "text/markdown", "text/plain"}  # nothing the book cannot render
+    assert "<td" in bundle["text/html"] and "<table" in plots.html_table([{"a": "<b>"}])
+    assert "&lt;b&gt;" in plots.html_table([{"a": "<b>"}])
+
+
+def test_show_source_drops_the_docstring(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    plots.show_source(truncated_svd)
+    text = shown[0].data
+    assert "def truncated_svd" in text and "Eckart-Young)" not in text and "torch.linalg.svd" in text
+
+
+def test_interactive_figure_renders_into_the_output_widget():
+    pytest.importorskip("ipywidgets")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    calls = []
+
+    def draw(r, kind):
+        calls.append((r, kind))
+        plt.subplots()
+
+    box = plots.interactive_figure(draw, {"r": [1, 2, 4], "kind": ["a", "b"]}, initial={"kind": "b"})
+    sliders, out = box.children[:-1], box.children[-1]
+    assert calls == [(2, "b")] and [s.description for s in sliders] == ["r", "kind"]
+    assert len(out.outputs) == 1 and "image/png" in out.outputs[0]["data"]
+    sliders[0].value = 4
+    assert calls[-1] == (4, "b") and len(out.outputs) == 1
+    with pytest.raises(ValueError, match="not one of"):
+        plots.interactive_figure(draw, {"r": [1, 2]}, initial={"r": 3})
