@@ -66,7 +66,10 @@ def main() -> None:
     parser.add_argument("--devices", default="ideal,slm,mrr,mzi")
     parser.add_argument("--workloads", default="layer,mlp,cnn")
     parser.add_argument("--cuda", action="store_true", help="run on the GPU if there is one")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     g = torch.Generator().manual_seed(0)
     inputs = {"layer": torch.randn(args.batch, args.d, generator=g).to(dev),

@@ -75,7 +75,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "rank": 16, "samples": 10, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": False,
         "gain": 1.0,
         "rebuild_every": None,
-        "lr_device": {"ideal": 1e-2, "slm": 0.1, "mrr": 1e-2, "mzi": 1e-2},
+        "lr_device": {"ideal": 1e-2, "slm": 0.07, "mrr": 1e-2, "mzi": 1e-2},
     },
     "audio": {
         "epochs": 15, "batch_size": 64, "lr": 1e-2, "anneal": 0.2,
