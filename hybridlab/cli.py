@@ -66,38 +66,45 @@ TASKS: tuple[str, ...] = ("vision", "audio", "text")
 ALL_METHODS: tuple[str, ...] = ("digital", *METHODS)
 METRIC: dict[str, str] = {"vision": "accuracy", "audio": "accuracy", "text": "bits_per_char"}
 
-#: Per-task training defaults (the book's chapters 6-8 use these). ``lr_device`` is per device:
-#: phases of different physics move the matrix at different rates. ``gain`` is the black box's
-#: initial output gain relative to the calibrated one (output RMS = gain x input RMS).
+#: Per-task training defaults (the book's chapters 6-8 use these). They were tuned so that, over
+#: seeds 0-2, the surrogate method stays within 1.5 points (vision), 2 points (audio) or 5 % of the
+#: bits per character (text) of the digital network, beats the static surrogate, and a chapter
+#: (digital + surrogate + static on three devices, 3 seeds) trains in a few minutes on 2 CPU cores.
+#:
+#: * ``lr_device`` is per device: the same phase step moves an SLM matrix less than a ring near
+#:   resonance or an MZI mesh (where every phase acts on a whole column), so the device rates are
+#:   set for a comparable relative change of the matrix over training (order 1).
+#: * ``gain`` is the black box's initial output gain relative to the calibrated one (output RMS =
+#:   gain x input RMS); the transformer needs 0.1, or the device output swamps its residual stream.
+#: * text uses the compressed-batch ZO estimate (``d_out`` queries per sample instead of the 2048
+#:   tokens of a batch), which makes ``M = 100`` samples affordable; more samples make the device
+#:   updates descend rather than wander.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "vision": {
         "epochs": 25, "batch_size": 64, "lr": 1e-2, "anneal": 0.2,
         "rank": 16, "samples": 10, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": False,
-        "gain": 1.0,
-        "rebuild_every": None,
+        "gain": 1.0, "rebuild_every": None,
         "lr_device": {"ideal": 1e-2, "slm": 0.07, "mrr": 1e-2, "mzi": 1e-2},
     },
     "audio": {
         "epochs": 15, "batch_size": 64, "lr": 1e-2, "anneal": 0.2,
         "rank": 16, "samples": 10, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": False,
-        "gain": 1.0,
-        "rebuild_every": None,
+        "gain": 1.0, "rebuild_every": None,
         "lr_device": {"ideal": 1e-2, "slm": 0.1, "mrr": 1e-2, "mzi": 1e-2},
     },
     "text": {
         "steps": 600, "batch_size": 64, "lr": 2e-3, "anneal": 0.2,
-        "rank": 16, "samples": 100, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": True,
-        "gain": 0.1,
-        "rebuild_every": None,
+        "rank": 32, "samples": 100, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": True,
+        "gain": 0.1, "rebuild_every": None,
         "lr_device": {"ideal": 1e-2, "slm": 0.06, "mrr": 1e-2, "mzi": 1e-2},
     },
 }  # fmt: skip
 
-#: Overrides of ``--quick`` (tiny runs for tests): one epoch on a small subset, or a few steps.
+#: Overrides of ``--quick`` (tiny runs for tests): one epoch on a small subset, or a few small steps.
 QUICK: dict[str, dict[str, Any]] = {
     "vision": {"epochs": 1, "n_train": 256, "n_test": 128},
     "audio": {"epochs": 1, "n_train": 256, "n_test": 128},
-    "text": {"steps": 8, "n_val": 4096},
+    "text": {"steps": 8, "batch_size": 16, "samples": 10, "n_val": 2048},
 }
 
 _DATA_CACHE_SIZE = 8
@@ -164,9 +171,9 @@ def _hybrid_model(task: str, data: Dataset | TextCorpus, device: str, method: st
                          f"{', '.join(replaceable(model))}")
     if method == "digital":
         return model, None
-    bb = replace_linear(model, layer, device, method=method, rank=s["rank"], samples=s["samples"], mu=s["mu"],
-                        sketch=s["sketch"], sketch_kind=s["sketch_kind"], compressed=s["compressed"], rebuild_every=s["rebuild_every"],
-                        seed=seed, device_options=device_options or None)
+    options = {k: s[k] for k in ("rank", "samples", "mu", "sketch", "sketch_kind", "compressed", "rebuild_every")}
+    bb = replace_linear(model, layer, device, method=method, seed=seed, device_options=device_options or None,
+                        **options)
     return model, bb
 
 
@@ -227,13 +234,15 @@ def validation_bits_per_char(model: nn.Module, ids: Tensor, block: int, batch_si
     total = 0.0
     for i in range(0, n, batch_size):
         logits = model(x[i: i + batch_size].to(dev))
-        total += F.cross_entropy(logits.flatten(0, 1), y[i: i + batch_size].to(dev).flatten(), reduction="sum").item()
+        targets = y[i: i + batch_size].to(dev).flatten()
+        total += F.cross_entropy(logits.flatten(0, 1), targets, reduction="sum").item()
     model.train(was_training)
     return total / (n * block) / math.log(2)
 
 
 def _fit_language_model(model: nn.Module, bb: BlackBoxLinear | None, corpus: TextCorpus, s: dict[str, Any],
-                        seed: int, data_seed: int, dev: torch.device, progress: bool, desc: str) -> tuple[History, float]:
+                        seed: int, data_seed: int, dev: torch.device, progress: bool,
+                        desc: str) -> tuple[History, float]:
     block = model.block_size
     for split, ids in (("training", corpus.train), ("validation", corpus.val)):
         if len(ids) <= block + 1:
@@ -243,8 +252,8 @@ def _fit_language_model(model: nn.Module, bb: BlackBoxLinear | None, corpus: Tex
     g_val = torch.Generator().manual_seed(data_seed + 1)
     train = lambda: corpus.batch("train", block, s["batch_size"], g_train)  # noqa: E731
     val = lambda: corpus.batch("val", block, s["batch_size"], g_val)  # noqa: E731
-    _set_gain(model, bb, corpus.batch("train", block, s["batch_size"], torch.Generator().manual_seed(seed + 1))[0].to(dev),
-              s["gain"])
+    first, _ = corpus.batch("train", block, s["batch_size"], torch.Generator().manual_seed(seed + 1))
+    _set_gain(model, bb, first.to(dev), s["gain"])
     main, tail = _split(s["steps"], s["anneal"])
     kw = {"eval_every": math.ceil(s["steps"] / 5), "eval_batches": 4, "progress": progress, "desc": desc}
     hist = train_language_model(model, train, val, steps=main, lr=s["lr"], lr_device=s["lr_device"], **kw)
@@ -354,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one network and write its result as JSON",
                        description="Train one network (a digital one or a hybrid one with a black-box layer) and "
                                    "write the result as JSON. Defaults per task: hybridlab.cli.DEFAULTS.")
-    p.add_argument("--task", required=True, choices=TASKS, help="vision (digits), audio (spoken digits), text (characters)")
+    p.add_argument("--task", required=True, choices=TASKS,
+                   help="vision (digits), audio (spoken digits), text (characters)")
     p.add_argument("--device", default="ideal", choices=tuple(DEVICES), help="physical layer model (default: ideal)")
     p.add_argument("--method", default="surrogate", choices=ALL_METHODS,
                    help="training method (default: surrogate); 'digital' keeps a plain Linear")
@@ -379,11 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--samples", type=int, help="zero-order samples M")
     g.add_argument("--mu", type=float, help="zero-order step mu")
     g.add_argument("--sketch", type=int, help="sketch size s of the surrogate update")
-    g.add_argument("--sketch-kind", choices=("gaussian", "rademacher", "orthogonal"), help="distribution of the sketch rows")
+    g.add_argument("--sketch-kind", choices=("gaussian", "rademacher", "orthogonal"),
+                   help="distribution of the sketch rows")
     g.add_argument("--compressed", action=argparse.BooleanOptionalAction, default=None,
                    help="compressed-batch zero-order estimate (d_out queries per sample instead of the batch)")
     g.add_argument("--rebuild-every", type=int, help="full re-read of the matrix every k steps")
-    g.add_argument("--gain", type=float, help="initial gain relative to the calibrated one (1 = output RMS = input RMS)")
+    g.add_argument("--gain", type=float,
+                   help="initial gain relative to the calibrated one (1: output RMS = input RMS)")
     g.add_argument("--noise", type=float, help="device read-out noise (relative)")
     g.add_argument("--bits", type=int, help="device phase quantisation bits")
     g = p.add_argument_group("output")
