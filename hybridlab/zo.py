@@ -283,16 +283,15 @@ def zo_gradient(
         inputs = X
         k = n
 
-        def phi(Y: Tensor) -> Tensor:  # (m, n, d_out) -> (m,): <f(X), V>_F
-            return (Y * V.to(Y.dtype)).sum(dim=(-2, -1))
+        def phi(Y: Tensor) -> Tensor:  # (m, n, d_out) -> (m,): <f(X), V>_F, as one matrix-vector product
+            return Y.reshape(Y.shape[0], -1) @ V.to(Y.dtype).reshape(-1)
 
-    step = mu * U  # (M, p)
     if scheme == "central":
-        W = torch.cat([w + step, w - step])  # (2M, p)
+        W = torch.cat([torch.add(w, U, alpha=mu), torch.add(w, U, alpha=-mu)])  # (2M, p)
     elif f0 is None:
-        W = torch.cat([w.unsqueeze(0), w + step])  # (M + 1, p): w first
+        W = torch.cat([w.unsqueeze(0), torch.add(w, U, alpha=mu)])  # (M + 1, p): w first
     else:
-        W = w + step  # (M, p)
+        W = torch.add(w, U, alpha=mu)  # (M, p): w + mu u_i
 
     Y = _check_output(query_at(W, inputs), (W.shape[0], k, d_out), "query_at")
     s = phi(Y)  # (m,)
