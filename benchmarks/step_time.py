@@ -12,7 +12,11 @@ sketch s = 64. Two networks are timed, each with the middle Linear (d x d) repla
   kind of network a photonic layer is placed in.
 
 Every timing is the median over repeated steps after warm-up, measured in this one run, so the
-ratios compare like with like. Run: ``make bench`` or ``python benchmarks/step_time.py``.
+ratios compare like with like. The column ``ZO sim ms`` is the simulator alone: one
+``query_batch`` of the ``M`` perturbed parameter sets on the batch (the part of a surrogate step
+that a physical device would do in hardware). Run: ``make bench`` or
+``python benchmarks/step_time.py``. Keep the machine otherwise idle: with two threads, a second
+busy process makes every small tensor operation wait for a time slice, and steps get 10-100x slower.
 """
 
 from __future__ import annotations
@@ -55,6 +59,26 @@ def time_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, w
     return statistics.median(times)
 
 
+def time_zo_queries(device: str, d: int, batch: int, samples: int, dev: torch.device, steps: int) -> float:
+    """Median seconds of one batched query of ``samples`` perturbed parameter sets (simulator only)."""
+    from hybridlab.devices import make_device
+
+    phys = make_device(device, d, d, seed=0).to(dev)
+    g = torch.Generator().manual_seed(1)
+    w = phys.init_params(g).to(dev)
+    X = torch.randn(batch, d, generator=g).to(dev)
+    W = w + 1e-3 * torch.randn(samples, w.numel(), generator=g).to(dev)
+    times = []
+    for i in range(3 + steps):
+        t0 = time.perf_counter()
+        phys.query_batch(W, X)
+        if X.is_cuda:
+            torch.cuda.synchronize()
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--d", type=int, default=256)
@@ -79,7 +103,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dev}; d={args.d} B={args.batch} "
           f"M={args.samples} r={args.rank} s={args.sketch}; median of {args.steps} steps")
     print(f"{'workload':8} {'device':6} {'digital ms':>10} {'oracle ms':>10} {'surrogate ms':>12} "
-          f"{'oracle/dig':>10} {'surr/dig':>9}")
+          f"{'ZO sim ms':>9} {'oracle/dig':>10} {'surr/dig':>9}")
+    zo_sim = {device: time_zo_queries(device, args.d, args.batch, args.samples, dev, args.steps)
+              for device in args.devices.split(",")}
     for workload in args.workloads.split(","):
         # The d x d Linear of each network is the one replaced.
         name = {"layer": "0", "mlp": "2", "cnn": "9"}[workload]
@@ -95,7 +121,7 @@ def main() -> None:
                                sketch=args.sketch, seed=0)
                 row[method] = time_steps(model.to(dev), x, y, args.steps)
             print(f"{workload:8} {device:6} {digital * 1e3:10.2f} {row['oracle'] * 1e3:10.2f} "
-                  f"{row['surrogate'] * 1e3:12.2f} {row['oracle'] / digital:10.1f} "
+                  f"{row['surrogate'] * 1e3:12.2f} {zo_sim[device] * 1e3:9.2f} {row['oracle'] / digital:10.1f} "
                   f"{row['surrogate'] / digital:9.1f}", flush=True)
 
 
