@@ -524,3 +524,113 @@ def _decades(axis) -> float:
     if lo <= 0 or hi <= 0:
         return math.inf
     return math.log10(hi / lo)
+
+
+# =============================================================================================
+# chapters 6-8: every device kind against the digital network
+# =============================================================================================
+#: dash style of each training method in the figures of chapters 6-8
+METHOD_DASH = {"surrogate": "solid", "static": "dot", "rebuild": "dashdot", "zo_only": "longdash",
+               "oracle": "dash", "twin": "longdashdot", "dfa": "dash"}
+#: axis titles of the metrics of :func:`hybridlab.cli.run` results
+METRIC_LABEL = {"accuracy": "test accuracy (%)", "bits_per_char": "validation bits per character"}
+
+
+def _device_colors(keys) -> dict:
+    devices = list(dict.fromkeys(d for m, d in keys if m != "digital"))
+    return {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(devices)}
+
+
+def learning_curves_figure(results, *, x: str = "steps", average: bool = True, title: str | None = None,
+                           height: int = PLOTLY_HEIGHT):
+    """Learning curves of :func:`hybridlab.cli.run` results: the metric at every evaluation.
+
+    One trace per run kind (digital, and each method on each device): colour = device, dash =
+    method (:data:`METHOD_DASH`), digital in black, dashed.
+
+    Args:
+        results: result dictionaries (e.g. :func:`hybridlab.experiments.compare_devices`), one task.
+        x: ``"steps"`` (optimizer steps) or ``"queries"`` (device queries so far, log axis; the
+            digital network, which makes none, is left out).
+        average: the mean over the seeds of each run kind (their histories must share the
+            evaluation steps); ``False``: the first seed only.
+        title: figure title.
+        height: figure height in pixels.
+    """
+    import numpy as np
+    import plotly.graph_objects as go
+
+    if x not in ("steps", "queries"):
+        raise ValueError(f"x must be 'steps' or 'queries', got {x!r}")
+    if not results:
+        raise ValueError("no results to draw")
+    metric = results[0]["metric"]
+    scale = 100.0 if metric == "accuracy" else 1.0
+    groups: dict = {}
+    for r in results:
+        key = ("digital", None) if r["method"] == "digital" else (r["method"], r["device"])
+        groups.setdefault(key, []).append(r)
+    color = _device_colors(groups)
+    fig = go.Figure()
+    for (method, device), runs in groups.items():
+        if x == "queries" and method == "digital":
+            continue
+        runs = runs if average else runs[:1]
+        steps = [list(r["history"]["steps"]) for r in runs]
+        if any(s != steps[0] for s in steps):
+            raise ValueError(f"{method} {device or ''}: the seeds were evaluated at different steps; "
+                             f"use average=False")
+        y = np.mean([np.asarray(r["history"]["metric"], dtype=float) * scale for r in runs], axis=0)
+        xs = steps[0] if x == "steps" else np.mean([r["history"]["queries"] for r in runs], axis=0).tolist()
+        name = "digital" if device is None else f"{method} · {device}"
+        seeds = f"mean of {len(runs)} seeds" if len(runs) > 1 else f"seed {runs[0]['seed']}"
+        line = dict(color="black", dash="dash") if device is None else dict(color=color[device],
+                                                                              dash=METHOD_DASH.get(method, "dash"))
+        fig.add_trace(go.Scatter(x=list(xs), y=y.tolist(), name=name, mode="lines+markers", line=line,
+                                 marker=dict(size=5),
+                                 hovertemplate=f"{name} ({seeds})<br>%{{x:,}} {x}<br>%{{y:.3f}}<extra></extra>"))
+    fig.update_layout(
+        title=dict(text=title, x=0.01, xanchor="left") if title else None, height=height,
+        margin=dict(l=60, r=20, t=60 if title else 30, b=40),
+        xaxis_title="optimizer step" if x == "steps" else "device queries so far (log)",
+        yaxis_title=METRIC_LABEL.get(metric, metric),
+        legend=dict(title="method · device"),
+    )
+    if x == "queries":
+        fig.update_xaxes(type="log", exponentformat="power")
+    return fig
+
+
+def budget_figure(rows, *, title: str | None = None, height: int = 380):
+    """Device queries and reconfigurations of one run, per method and device (two bar panels).
+
+    Args:
+        rows: rows of :func:`hybridlab.experiments.comparison_rows` (the digital row, which spends
+            nothing, is left out).
+        title: figure title.
+        height: figure height in pixels.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows = [r for r in rows if r["method"] != "digital"]
+    if not rows:
+        raise ValueError("no device rows to draw (only digital?)")
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("queries per run", "reconfigurations per run"),
+                        horizontal_spacing=0.12)
+    for i, method in enumerate(methods):
+        mine = {r["device"]: r for r in rows if r["method"] == method}
+        for col, key in ((1, "queries"), (2, "reconfigurations")):
+            fig.add_trace(go.Bar(x=[d for d in devices if d in mine], y=[mine[d][key] for d in devices if d in mine],
+                                 name=method, legendgroup=method, showlegend=col == 1,
+                                 marker_color=PALETTE[i % len(PALETTE)],
+                                 hovertemplate=f"{method} · %{{x}}<br>%{{y:,.0f}} {key}<extra></extra>"),
+                          row=1, col=col)
+    fig.update_layout(barmode="group", height=height, title=dict(text=title, x=0.01, xanchor="left") if title else None,
+                      margin=dict(l=60, r=20, t=70 if title else 40, b=40),
+                      legend=dict(orientation="h", yanchor="bottom", y=-0.25, xanchor="left", x=0))
+    fig.update_yaxes(exponentformat="SI", row=1, col=1)
+    fig.update_yaxes(exponentformat="SI", row=1, col=2)
+    return fig

@@ -351,3 +351,220 @@ def test_interactive_figure_renders_into_the_output_widget():
     assert calls[-1] == (4, "b") and len(out.outputs) == 1
     with pytest.raises(ValueError, match="not one of"):
         plots.interactive_figure(draw, {"r": [1, 2]}, initial={"r": 3})
+
+
+# ------------------------------------------------------------------------------------ chapters 6-8
+@pytest.fixture(scope="module")
+def vision_comparison():
+    """A real quick comparison: digital + surrogate/static on slm, surrogate only on ideal, 2 seeds."""
+    from hybridlab import cli
+
+    calls = []
+    real_run = cli.run
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real_run(*args, **kwargs)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(cli, "run", spy)
+    try:
+        results = ex.compare_devices("vision", ("slm", "ideal"), {"slm": ("surrogate", "static"), "ideal": ("surrogate",)},
+                                     seeds=(0, 1), quick=True)
+    finally:
+        mp.undo()
+    return results, calls
+
+
+def test_compare_devices_trains_digital_once_per_seed_through_cli_run(vision_comparison):
+    results, calls = vision_comparison
+    assert len(results) == len(calls) == 2 * 4
+    runs = [(args[0], args[1], args[2], kw["seed"]) for args, kw in calls]
+    for seed in (0, 1):
+        mine = [(t, d, m) for t, d, m, s in runs if s == seed]
+        assert [m for _, _, m in mine].count("digital") == 1
+        assert sorted((d, m) for _, d, m in mine if m != "digital") == [("ideal", "surrogate"), ("slm", "static"),
+                                                                         ("slm", "surrogate")]
+    assert all(t == "vision" and kw["quick"] is True for (t, *_), kw in calls)
+    assert len({id(kw["data"]) for _, kw in calls}) == 1  # the data are loaded once and shared
+    for r in results:
+        assert (r["queries"] == 0) == (r["method"] == "digital")
+        assert (r["reconfigurations"] == 0) == (r["method"] == "digital")
+    assert [(r["seed"], r["method"]) for r in results][:2] == [(0, "digital"), (0, "surrogate")]
+
+
+def test_compare_devices_checks_names_before_training(monkeypatch):
+    from hybridlab import cli
+
+    monkeypatch.setattr(cli, "run", lambda *a, **k: pytest.fail("trained before checking the arguments"))
+    with pytest.raises(ValueError, match="unknown device"):
+        ex.compare_devices("vision", ("slm", "nope"), seeds=(0,), quick=True)
+    with pytest.raises(ValueError, match="unknown method"):
+        ex.compare_devices("vision", ("slm",), ("surrogate", "magic"), seeds=(0,), quick=True)
+    with pytest.raises(ValueError, match="digital"):
+        ex.compare_devices("vision", ("slm",), ("digital",), seeds=(0,), quick=True)
+    with pytest.raises(ValueError, match="exactly the devices"):
+        ex.compare_devices("vision", ("slm", "mzi"), {"slm": ("surrogate",)}, seeds=(0,), quick=True)
+    with pytest.raises(ValueError, match="seeds"):
+        ex.compare_devices("vision", ("slm",), seeds=(), quick=True)
+    with pytest.raises(ValueError, match="unknown task"):
+        ex.compare_devices("smell", ("slm",), seeds=(0,), quick=True)
+
+
+def test_comparison_rows_are_numpy_mean_and_std_of_the_results(vision_comparison):
+    results, _ = vision_comparison
+    rows = ex.comparison_rows(results)
+    assert [r["run"] for r in rows] == ["digital", "surrogate slm", "static slm", "surrogate ideal"]
+    digital = np.mean([100 * r["accuracy"] for r in results if r["method"] == "digital"])
+    for row in rows:
+        mine = [r for r in results if (r["method"], r["device"] if r["method"] != "digital" else "—")
+                == (row["method"], row["device"])]
+        acc = np.array([100 * r["accuracy"] for r in mine])
+        assert row["seeds"] == 2 and row["values"] == acc.tolist()
+        assert row["mean"] == pytest.approx(acc.mean()) and row["std"] == pytest.approx(acc.std())
+        assert row["gap"] == pytest.approx(acc.mean() - digital)
+        assert row["ratio"] == pytest.approx(acc.mean() / digital)
+        assert row["queries"] == np.mean([r["queries"] for r in mine])
+        assert row["reconfigurations"] == np.mean([r["reconfigurations"] for r in mine])
+        assert row["steps"] == mine[0]["history"]["steps"][-1]
+    assert rows[0]["queries"] == 0 and rows[0]["device"] == "—"
+
+
+def _fake(method, device, seed, value, metric="bits_per_char", queries=0):
+    return {"task": "text", "method": method, "device": device, "seed": seed, "metric": metric, metric: value,
+            "queries": queries, "reconfigurations": queries // 10, "seconds": 1.0,
+            "history": {"steps": [5, 10], "metric": [2 * value, value], "queries": [queries // 2, queries]}}
+
+
+def test_comparison_rows_of_bits_per_char_are_not_scaled_and_std_is_population():
+    results = [_fake("digital", "ideal", 0, 2.0), _fake("digital", "ideal", 1, 2.2),
+               _fake("surrogate", "mzi", 0, 2.1, queries=100), _fake("surrogate", "mzi", 1, 2.5, queries=300)]
+    rows = ex.comparison_rows(results)
+    assert rows[1]["mean"] == pytest.approx(2.3) and rows[1]["std"] == pytest.approx(0.2)  # ddof=0
+    assert rows[1]["ratio"] == pytest.approx(2.3 / 2.1) and rows[1]["queries"] == 200
+    no_digital = ex.comparison_rows(results[2:])
+    assert len(no_digital) == 1 and no_digital[0]["gap"] is None and no_digital[0]["ratio"] is None
+    with pytest.raises(ValueError, match="several tasks"):
+        ex.comparison_rows([results[0], {**results[1], "task": "vision"}])
+
+
+def test_check_targets_of_accuracy_and_of_bits():
+    rows = [{"method": "digital", "device": "—", "mean": 98.0}, {"method": "surrogate", "device": "slm", "mean": 96.6},
+            {"method": "static", "device": "slm", "mean": 97.0}, {"method": "surrogate", "device": "mzi", "mean": 96.4},
+            {"method": "static", "device": "mzi", "mean": 90.0}, {"method": "surrogate", "device": "ideal", "mean": 98.0}]
+    got = {c["device"]: c for c in ex.check_targets(rows, "vision")}
+    assert got["slm"]["threshold"] == pytest.approx(96.5)
+    assert got["slm"]["meets_target"] and got["slm"]["beats_static"] is False
+    assert not got["mzi"]["meets_target"] and got["mzi"]["beats_static"] is True
+    assert got["ideal"]["static"] is None and got["ideal"]["beats_static"] is None
+    bits = [{"method": "digital", "device": "—", "mean": 2.0}, {"method": "surrogate", "device": "mrr", "mean": 2.09},
+            {"method": "static", "device": "mrr", "mean": 2.2}, {"method": "surrogate", "device": "mzi", "mean": 2.11},
+            {"method": "static", "device": "mzi", "mean": 2.05}]
+    got = {c["device"]: c for c in ex.check_targets(bits, "text")}
+    assert got["mrr"]["meets_target"] and got["mrr"]["beats_static"]
+    assert not got["mzi"]["meets_target"] and not got["mzi"]["beats_static"]
+    with pytest.raises(ValueError, match="no digital"):
+        ex.check_targets(bits[1:], "text")
+
+
+def test_settings_table_shows_cli_settings():
+    from hybridlab import cli
+
+    for task in ("vision", "text"):
+        rows = ex.settings_table(task, ex.CHAPTER_DEVICES)
+        assert [r["setting"] for r in rows] == list(cli.settings(task, "slm"))
+        for r in rows:
+            if r["setting"] == "lr_device":
+                for d in ex.CHAPTER_DEVICES:
+                    assert f"{d} {cli.settings(task, d)['lr_device']:g}" in r["value"]
+            else:
+                assert r["value"] == cli.settings(task, "mzi")[r["setting"]]
+            assert r["meaning"], r["setting"]
+    quick = {r["setting"]: r["value"] for r in ex.settings_table("vision", ("mzi",), quick=True)}
+    assert quick["epochs"] == cli.QUICK["vision"]["epochs"] and quick["lr_device"] == cli.settings("vision", "mzi")["lr_device"]
+
+
+def test_surrogate_update_cost_against_a_full_reread():
+    from hybridlab import cli
+
+    vision = ex.surrogate_update_cost("vision", cli.load_data("vision", quick=True))
+    assert (vision["d_in"], vision["rank"], vision["sketch"]) == (64, 16, 32)
+    assert vision["implicit_queries"] == 96 and vision["reread_queries"] == 64 and not vision["implicit_cheaper"]
+    text = ex.surrogate_update_cost("text", cli.load_data("text", quick=True))
+    assert text["implicit_queries"] == 2 * 32 + 2 * 32 and text["largest_cheaper_sketch"] < 1
+    small = ex.surrogate_update_cost("vision", cli.load_data("vision", quick=True), rank=4, sketch=8)
+    assert small["implicit_queries"] == 24 and small["implicit_cheaper"]
+    s_max, r = small["largest_cheaper_sketch"], small["rank"]
+    assert 2 * r + 2 * s_max < 64 <= 2 * r + 2 * (s_max + 1)
+    with pytest.raises(ValueError, match="not a Linear"):
+        ex.surrogate_update_cost("vision", cli.load_data("vision", quick=True), layer="features")
+
+
+def test_measured_update_cost_is_2r_plus_2s_queries_per_step(vision_comparison):
+    from hybridlab import cli
+
+    results, _ = vision_comparison
+    s = cli.settings("vision", quick=True)
+    measured = ex.measured_update_cost(results)
+    assert [(m["device"], m["seed"]) for m in measured] == [("slm", 0), ("slm", 1)]  # ideal has no static run
+    for m in measured:
+        assert m["queries_per_step"] == 2 * s["rank"] + 2 * s["sketch"]
+        assert m["reconfigurations_per_step"] > 0
+
+
+def test_rerun_command_parses_back_to_the_same_run(vision_comparison):
+    from hybridlab import cli
+
+    results, _ = vision_comparison
+    for r in results[:3]:
+        argv = ex.rerun_command(r, out="x.json").split()
+        assert argv[:4] == ["python", "-m", "hybridlab", "train"]
+        args = cli.build_parser().parse_args(argv[3:])
+        assert (args.task, args.method, args.seed, args.quick, args.out) == ("vision", r["method"], r["seed"], True,
+                                                                             "x.json")
+        if r["method"] != "digital":
+            assert args.device == r["device"]
+    r = {**results[1], "args": {**results[1]["args"], "data_dir": "/data/mnist", "epochs": 3, "compressed": False,
+                                "device_options": {"noise": 0.01}}}
+    args = cli.build_parser().parse_args(ex.rerun_command(r).split()[3:])
+    assert (args.data_dir, args.epochs, args.compressed, args.noise) == ("/data/mnist", 3, False, 0.01)
+    r["args"]["device_options"] = {"fab_error": 0.1}
+    with pytest.raises(ValueError, match="command line"):
+        ex.rerun_command(r)
+
+
+def test_learning_curves_and_budget_figures_draw_the_results(vision_comparison):
+    results, _ = vision_comparison
+    fig = plots.learning_curves_figure(results)
+    assert [t.name for t in fig.data] == ["digital", "surrogate · slm", "static · slm", "surrogate · ideal"]
+    sur = [r for r in results if r["method"] == "surrogate" and r["device"] == "slm"]
+    want = np.mean([np.array(r["history"]["metric"]) * 100 for r in sur], axis=0)
+    assert np.allclose(fig.data[1].y, want) and list(fig.data[1].x) == sur[0]["history"]["steps"]
+    first = plots.learning_curves_figure(results, average=False)
+    assert np.allclose(first.data[1].y, np.array(sur[0]["history"]["metric"]) * 100)
+    by_queries = plots.learning_curves_figure(results, x="queries")
+    assert "digital" not in [t.name for t in by_queries.data] and by_queries.layout.xaxis.type == "log"
+    with pytest.raises(ValueError, match="steps"):
+        plots.learning_curves_figure(results, x="time")
+    rows = ex.comparison_rows(results)
+    bars = plots.budget_figure(rows)
+    got = {(t.name, t.xaxis): dict(zip(t.x, t.y)) for t in bars.data}
+    assert got[("surrogate", "x")] == {"slm": rows[1]["queries"], "ideal": rows[3]["queries"]}
+    assert got[("static", "x2")] == {"slm": rows[2]["reconfigurations"]}
+    with pytest.raises(ValueError, match="no device rows"):
+        plots.budget_figure(rows[:1])
+
+
+def test_compare_devices_in_worker_processes_gives_the_same_results():
+    from hybridlab import cli
+
+    data = cli.load_data("vision", quick=True)
+    kw = {"devices": ("mzi",), "methods": ("surrogate",), "seeds": (0, 1), "quick": True, "data": data}
+    serial = ex.compare_devices("vision", **kw)  # this file runs torch with one thread, like the workers
+    parallel = ex.compare_devices("vision", workers=2, **kw)
+    assert [(r["seed"], r["method"]) for r in parallel] == [(r["seed"], r["method"]) for r in serial]
+    for a, b in zip(serial, parallel):
+        assert (a["accuracy"], a["queries"], a["reconfigurations"]) == (b["accuracy"], b["queries"], b["reconfigurations"])
+        assert a["history"]["metric"] == b["history"]["metric"]
+    with pytest.raises(ValueError, match="workers"):
+        ex.compare_devices("vision", workers=0, **kw)
