@@ -125,3 +125,90 @@ def test_tracking_table_matches_experiments(tmp_path_factory):
                 assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-12), (want["method"], key)
             else:
                 assert got[key] == value, (want["method"], key)
+
+
+# ------------------------------------------------------------------------ chapters 6-8: device comparisons
+#: chapter file -> task of the chapters that compare every device kind with the digital network
+DEVICE_CHAPTERS = {"06_vision.ipynb": "vision", "07_audio.ipynb": "audio", "08_text.ipynb": "text"}
+RESULTS_TAG = "results-table"
+SETTINGS_TAG = "settings-table"
+#: training code that must not appear in these chapters: every run goes through hybridlab.cli.run
+FORBIDDEN = ("train_classifier", "train_language_model", "replace_linear", "BlackBoxLinear(", ".backward(",
+             "optim.", "zero_grad")
+
+
+def _device_chapters():
+    return [ROOT / "chapters" / name for name in DEVICE_CHAPTERS if (ROOT / "chapters" / name).is_file()]
+
+
+def _tagged_table(nb, tag: str) -> dict:
+    cells = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"expected one cell tagged {tag!r}, found {len(cells)}"
+    from hybridlab.plots import TABLE_METADATA_KEY
+
+    for out in cells[0].get("outputs", []):
+        payload = out.get("metadata", {}).get(TABLE_METADATA_KEY)
+        if payload is not None:
+            return json.loads(payload) if isinstance(payload, str) else payload
+    raise AssertionError(f"the cell tagged {tag!r} has no output with {TABLE_METADATA_KEY!r} metadata")
+
+
+@pytest.mark.parametrize("path", _device_chapters(), ids=lambda p: p.stem)
+def test_device_chapter_trains_only_through_the_cli_and_documents_reruns(path: Path):
+    nb = _read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    params = code[0].source
+    assert re.search(r"^SEEDS\s*=\s*\(0,\s*1,\s*2\)", params, re.M), f"{path.name}: SEEDS must be (0, 1, 2)"
+    assert re.search(r"^DEVICES\s*=\s*\(\"slm\",\s*\"mrr\",\s*\"mzi\",\s*\"ideal\"\)", params, re.M)
+    assert re.search(r"^METHODS\s*=\s*\(\"surrogate\",\s*\"static\"\)", params, re.M)
+    sources = "\n".join(c.source for c in code)
+    assert "ex.compare_devices(" in sources and "cli.load_data(" in sources
+    used = [f for f in FORBIDDEN if f in sources]
+    assert not used, f"{path.name} trains outside hybridlab.cli.run: {used}"
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    task = DEVICE_CHAPTERS[path.name]
+    assert f"python -m hybridlab train --task {task}" in markdown and "--data-dir" in markdown
+    assert "{cite:p}" in markdown
+    for tag in (RESULTS_TAG, SETTINGS_TAG):
+        assert sum(tag in c.metadata.get("tags", []) for c in code) == 1, f"{path.name}: one cell tagged {tag!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", _device_chapters(), ids=lambda p: p.stem)
+def test_device_chapter_tables_are_what_hybridlab_computes(path: Path, tmp_path_factory):
+    """The QUICK run shows the settings of cli.settings, a row per run with the right seeds, budgets
+    that are zero only for digital, and numbers that a fresh cli.run repeats."""
+    import torch
+
+    from hybridlab import cli
+    from hybridlab import experiments as ex
+
+    nb, _ = _run_quick(path, tmp_path_factory.mktemp("chapters"))
+    task = DEVICE_CHAPTERS[path.name]
+
+    shown = _tagged_table(nb, SETTINGS_TAG)
+    assert shown["task"] == task and shown["quick"] is True
+    assert shown["rows"] == ex.settings_table(task, tuple(shown["devices"]), quick=True)
+
+    table = _tagged_table(nb, RESULTS_TAG)
+    config, rows = table["config"], table["rows"]
+    assert config["task"] == task and config["quick"] is True and config["seeds"] == [0]
+    assert set(config["runs"]) == {"slm", "mrr", "mzi", "ideal"}
+    assert all("surrogate" in methods for methods in config["runs"].values())
+    assert all("static" in config["runs"][d] for d in ("slm", "mrr", "mzi"))
+    expected = [("digital", "—")] + [(m, d) for d, methods in config["runs"].items() for m in methods]
+    assert [(r["method"], r["device"]) for r in rows] == expected
+    for r in rows:
+        assert r["seeds"] == 1 and len(r["values"]) == 1 and r["std"] == 0.0
+        assert (r["queries"] == 0) == (r["method"] == "digital") and r["reconfigurations"] >= 0
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config["threads"])  # as in the chapter
+    try:
+        fresh = cli.run(task, "mzi", "surrogate", seed=0, quick=True)
+    finally:
+        torch.set_num_threads(threads)
+    row = next(r for r in rows if (r["method"], r["device"]) == ("surrogate", "mzi"))
+    scale = ex.metric_scale(fresh["metric"])
+    assert row["values"][0] == pytest.approx(fresh[fresh["metric"]] * scale, rel=1e-9)
+    assert row["queries"] == fresh["queries"] and row["reconfigurations"] == fresh["reconfigurations"]
