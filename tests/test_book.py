@@ -268,6 +268,9 @@ def test_chapter_renders_offline(built_book):
         "no plotly figure in the page: call hybridlab.plots.setup_notebook() before fig.show()")
     for src in re.findall(r'<script[^>]*\bsrc="([^"]+)"', source):
         assert "://" not in src, f"page loads a remote script: {src}"
+    # the book's own style sheet (book/_static/hybridlab.css) is linked and shipped
+    assert re.search(r'<link[^>]+href="[^"]*_static/hybridlab\.css', source), "hybridlab.css not linked"
+    assert "hybridlab-table" in (html / "_static" / "hybridlab.css").read_text(encoding="utf-8")
 
     dom = _run_chromium(browser, page.as_uri(), "--dump-dom")
     assert dom, "Chromium returned no DOM"
