@@ -33,6 +33,8 @@ JSON result (one object; ``<metric>`` is ``accuracy`` or ``bits_per_char``)::
     args                           dict   the arguments of :func:`run` as given (None = default)
     seed, data_seed                int    training seed; seed of the data split / synthesis
     torch_device, hybridlab_version, torch_version   str
+    torch_threads                  int    CPU threads of PyTorch during the run (``--threads``); the
+                                          floating-point sums, so the last digits, depend on it
 
 Errors in values or data (an unknown layer, a rank too large, a folder without the dataset, an
 unreadable file) print one line on stderr and exit with code 2.
@@ -340,7 +342,8 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
         "history": out["history"],
         "settings": s, "device_options": options, "args": args,
         "seed": seed, "data_seed": data_seed,
-        "torch_device": str(dev), "hybridlab_version": __version__, "torch_version": torch.__version__,
+        "torch_device": str(dev), "torch_threads": torch.get_num_threads(),
+        "hybridlab_version": __version__, "torch_version": torch.__version__,
     })  # fmt: skip
     return result
 
@@ -402,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--with-digital", action="store_true", help="also train the digital baseline (digital_<metric>)")
     g.add_argument("--out", help="write the JSON here (default: stdout)")
     g.add_argument("--cpu", action="store_true", help="stay on the CPU even when CUDA is available")
+    g.add_argument("--threads", type=int,
+                   help="PyTorch CPU threads (default: PyTorch's); runs repeat exactly only with the same count")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -411,6 +416,10 @@ _TRAINING_OPTIONS = ("epochs", "steps", "batch_size", "lr", "lr_device", "anneal
 
 
 def _train_command(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise _UsageError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     device_options = {k: getattr(args, k) for k in ("noise", "bits") if getattr(args, k) is not None}
     return run(args.task, args.device, args.method, seed=args.seed, data_seed=args.data_seed, data_dir=args.data_dir,
                download=args.download, quick=args.quick, layer=args.layer, with_digital=args.with_digital,

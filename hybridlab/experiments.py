@@ -1101,7 +1101,7 @@ def compare_devices(task: str, devices: Sequence[str] = CHAPTER_DEVICES,
             default threads, exactly as ``python -m hybridlab train``). ``n > 1`` trains ``n`` runs
             at a time in fresh worker processes with one PyTorch thread each (on a small CPU this
             gets more runs done per minute than one run on all cores); such a run is repeated
-            exactly by ``OMP_NUM_THREADS=1 python -m hybridlab train ...``.
+            exactly by ``python -m hybridlab train ... --threads 1``.
         run_options: more keyword arguments of :func:`hybridlab.cli.run` (``device_options``,
             ``layer``, setting overrides such as ``epochs``); they apply to every run.
 
@@ -1378,10 +1378,12 @@ _CLI_FLAGS = {"epochs", "steps", "batch_size", "lr", "lr_device", "anneal", "wid
               "sketch", "sketch_kind", "compressed", "rebuild_every", "gain"}
 
 
-def rerun_command(result: dict[str, Any], out: str = "r.json") -> str:
+def rerun_command(result: dict[str, Any], out: str = "r.json", threads: bool = False) -> str:
     """The ``python -m hybridlab train ...`` command line that repeats the run of ``result``.
 
-    Built from ``result["args"]`` (what :func:`hybridlab.cli.run` was called with).
+    Built from ``result["args"]`` (what :func:`hybridlab.cli.run` was called with). ``threads``
+    adds ``--threads`` with the run's PyTorch thread count (``result["torch_threads"]``): the
+    floating-point sums, so the last digits of the result, depend on it.
 
     Raises:
         ValueError: the run used a device option the command line cannot set (only ``noise``
@@ -1421,5 +1423,7 @@ def rerun_command(result: dict[str, Any], out: str = "r.json") -> str:
     for key in ("noise", "bits"):
         if key in options:
             parts += [f"--{key}", str(options[key])]
+    if threads:
+        parts += ["--threads", str(result["torch_threads"])]
     parts += ["--out", out]
     return " ".join(shlex.quote(p) for p in parts)

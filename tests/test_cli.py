@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMMON_KEYS = {"task": str, "device": str, "method": str, "layer": str, "metric": str, "dataset": dict,
                "queries": int, "reconfigurations": int, "seconds": float, "data_seconds": float, "history": dict,
                "settings": dict, "device_options": dict, "args": dict, "seed": int, "data_seed": int,
-               "torch_device": str, "hybridlab_version": str, "torch_version": str}
+               "torch_device": str, "torch_threads": int, "hybridlab_version": str, "torch_version": str}
 
 
 def check_schema(r: dict, task: str, device: str, method: str) -> None:
@@ -150,9 +150,23 @@ def one_line_error(capsys, *args: str, match: str) -> None:
     (("--task", "vision", "--rank", "999"), "rank"),
     (("--task", "vision", "--samples", "0"), "samples"),
     (("--task", "vision", "--anneal", "1.5"), "anneal"),
+    (("--task", "vision", "--threads", "0"), "--threads"),
 ])
 def test_bad_values_exit_2_with_one_line(capsys, args, match):
     one_line_error(capsys, *cli(*args), match=match)
+
+
+def test_threads_option_sets_and_records_the_thread_count(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    out = tmp_path / "r.json"
+    try:
+        assert main(cli("--task", "vision", "--method", "digital", "--threads", "1", "--out", str(out))) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads(out.read_text())["torch_threads"] == 1
 
 
 def test_missing_command_exits_2(capsys):

@@ -528,6 +528,9 @@ def test_rerun_command_parses_back_to_the_same_run(vision_comparison):
                                 "device_options": {"noise": 0.01}}}
     args = cli.build_parser().parse_args(ex.rerun_command(r).split()[3:])
     assert (args.data_dir, args.epochs, args.compressed, args.noise) == ("/data/mnist", 3, False, 0.01)
+    assert "--threads" not in ex.rerun_command(r)
+    args = cli.build_parser().parse_args(ex.rerun_command({**r, "torch_threads": 1}, threads=True).split()[3:])
+    assert args.threads == 1
     r["args"]["device_options"] = {"fab_error": 0.1}
     with pytest.raises(ValueError, match="command line"):
         ex.rerun_command(r)
