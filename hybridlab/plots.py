@@ -424,6 +424,15 @@ def show_source(obj, docstring: bool = False) -> None:
     display(Markdown(f"`{module}.{name}`\n\n```python\n{src.rstrip()}\n```"))
 
 
+def _table_columns(rows, columns, formats) -> tuple[dict, dict]:
+    """``({key: header}, {key: format})`` of a table (default columns: the keys of the first row)."""
+    if columns is None:
+        columns = list(rows[0])
+    if not isinstance(columns, dict):
+        columns = {k: k for k in columns}
+    return columns, formats or {}
+
+
 def markdown_table(rows, columns=None, formats=None) -> str:
     """A Markdown table from a list of dicts.
 
@@ -434,11 +443,7 @@ def markdown_table(rows, columns=None, formats=None) -> str:
     """
     if not rows:
         return ""
-    if columns is None:
-        columns = list(rows[0])
-    if not isinstance(columns, dict):
-        columns = {k: k for k in columns}
-    formats = formats or {}
+    columns, formats = _table_columns(rows, columns, formats)
     head = "| " + " | ".join(columns.values()) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
     def cell(k, row) -> str:
@@ -459,11 +464,7 @@ def html_table(rows, columns=None, formats=None) -> str:
 
     if not rows:
         return ""
-    if columns is None:
-        columns = list(rows[0])
-    if not isinstance(columns, dict):
-        columns = {k: k for k in columns}
-    formats = formats or {}
+    columns, formats = _table_columns(rows, columns, formats)
     align = {k: "right" if all(isinstance(r[k], numbers.Number) for r in rows) else "left" for k in columns}
     cell = "padding: 0.25em 0.9em; text-align: {};"
     head = "".join(f'<th style="{cell.format(align[k])} border-bottom: 1px solid #999;">{html.escape(str(h))}</th>'
