@@ -62,7 +62,8 @@ from .layer import METHODS, BlackBoxLinear, replace_linear
 from .models import DEFAULT_BLACK_BOX, MODEL_DEFAULTS, build_model, replaceable
 from .train import History, hardware_budget, train_classifier, train_language_model
 
-__all__ = ["DEFAULTS", "QUICK", "TASKS", "ALL_METHODS", "build_parser", "load_data", "main", "run", "settings"]
+__all__ = ["DEFAULTS", "QUICK", "TASKS", "TRAINING_OPTIONS", "ALL_METHODS", "build_parser", "load_data", "main",
+           "run", "settings"]
 
 TASKS: tuple[str, ...] = ("vision", "audio", "text")
 ALL_METHODS: tuple[str, ...] = ("digital", *METHODS)
@@ -411,8 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_TRAINING_OPTIONS = ("epochs", "steps", "batch_size", "lr", "lr_device", "anneal", "width", "rank", "samples", "mu",
-                     "sketch", "sketch_kind", "compressed", "rebuild_every", "gain")
+#: Settings of :data:`DEFAULTS` that have a command-line option of the same name (``--batch-size``...).
+TRAINING_OPTIONS = ("epochs", "steps", "batch_size", "lr", "lr_device", "anneal", "width", "rank", "samples", "mu",
+                    "sketch", "sketch_kind", "compressed", "rebuild_every", "gain")
 
 
 def _train_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -424,7 +426,7 @@ def _train_command(args: argparse.Namespace) -> dict[str, Any]:
     return run(args.task, args.device, args.method, seed=args.seed, data_seed=args.data_seed, data_dir=args.data_dir,
                download=args.download, quick=args.quick, layer=args.layer, with_digital=args.with_digital,
                progress=not args.no_progress, use_cuda=not args.cpu, device_options=device_options,
-               **{k: getattr(args, k) for k in _TRAINING_OPTIONS})
+               **{k: getattr(args, k) for k in TRAINING_OPTIONS})
 
 
 def _summary_line(r: dict[str, Any]) -> str:

@@ -1374,10 +1374,6 @@ def measured_update_cost(results: Sequence[dict[str, Any]]) -> list[dict[str, An
     return out
 
 
-_CLI_FLAGS = {"epochs", "steps", "batch_size", "lr", "lr_device", "anneal", "width", "rank", "samples", "mu",
-              "sketch", "sketch_kind", "compressed", "rebuild_every", "gain"}
-
-
 def rerun_command(result: dict[str, Any], out: str = "r.json", threads: bool = False) -> str:
     """The ``python -m hybridlab train ...`` command line that repeats the run of ``result``.
 
@@ -1390,6 +1386,8 @@ def rerun_command(result: dict[str, Any], out: str = "r.json", threads: bool = F
             and ``bits`` can).
     """
     import shlex
+
+    from .cli import TRAINING_OPTIONS
 
     args = dict(result["args"])
     parts = ["python", "-m", "hybridlab", "train", "--task", args["task"]]
@@ -1406,7 +1404,7 @@ def rerun_command(result: dict[str, Any], out: str = "r.json", threads: bool = F
         parts.append("--quick")
     if args.get("layer"):
         parts += ["--layer", args["layer"]]
-    for key in sorted(_CLI_FLAGS & set(args)):
+    for key in sorted(set(TRAINING_OPTIONS) & set(args)):
         value = args[key]
         if value is None:
             continue

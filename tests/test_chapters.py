@@ -86,25 +86,13 @@ def test_chapter_runs_quick(path: Path, tmp_path_factory):
     assert seconds < MAX_SECONDS, f"{path.name} took {seconds:.1f} s in QUICK mode (limit {MAX_SECONDS} s)"
 
 
-def _tracking_output(nb) -> dict:
-    cells = [c for c in nb.cells if TRACKING_TAG in c.metadata.get("tags", [])]
-    assert len(cells) == 1, f"expected one cell tagged {TRACKING_TAG!r}, found {len(cells)}"
-    from hybridlab.plots import TABLE_METADATA_KEY
-
-    for out in cells[0].get("outputs", []):
-        payload = out.get("metadata", {}).get(TABLE_METADATA_KEY)
-        if payload is not None:
-            return json.loads(payload) if isinstance(payload, str) else payload
-    raise AssertionError(f"the cell tagged {TRACKING_TAG!r} has no output with {TABLE_METADATA_KEY!r} metadata")
-
-
 @pytest.mark.slow
 def test_tracking_table_matches_experiments(tmp_path_factory):
     path = ROOT / "chapters" / TRACKING_CHAPTER
     if not path.is_file():
         pytest.skip(f"{TRACKING_CHAPTER} does not exist")
     nb, _ = _run_quick(path, tmp_path_factory.mktemp("chapters"))
-    shown = _tracking_output(nb)
+    shown = _tagged_table(nb, TRACKING_TAG)
     config, rows = shown["config"], shown["rows"]
     assert rows and {"method", "mean_ratio", "queries_per_step"} <= set(rows[0])
 
