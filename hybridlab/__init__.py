@@ -1,19 +1,27 @@
 """hybridlab: training neural networks that contain a physical, query-only layer.
 
-The package computes; the book's chapters import it, show it and plot it. Where each formula of
-the method lives (ALGORITHMS.md):
+The package computes; the book's chapters import it, show it and plot it. Where each piece lives
+(imports flow one way, down this list):
 
-* devices and their cost model (sections 2, 6) ......... :mod:`hybridlab.devices`
-* zero-order estimate of dL/dw (section 3) ............. :mod:`hybridlab.zo`
-* rank-r approximation, Eckart-Young, fits (section 4) . :mod:`hybridlab.lowrank`
-* projector-splitting integrator (section 5) ........... :mod:`hybridlab.surrogate`
-* the black-box layer and its methods (section 7) ...... :mod:`hybridlab.layer`
-* training loops and hardware budgets .................. :mod:`hybridlab.train`
+* argument checks shared by every module ............. :mod:`hybridlab.checks`
+* simulated devices and their cost model ............. :mod:`hybridlab.devices`
+* random probes with ``E[z z^T] = I`` (one source) .... :mod:`hybridlab.sketch`
+* rank-r approximation, Eckart-Young, fits ........... :mod:`hybridlab.lowrank`
+* projector-splitting integrator, tracking ratio ..... :mod:`hybridlab.surrogate`
+* zero-order estimates of dL/dw (and dL/dx) .......... :mod:`hybridlab.zo`
+* the black-box layer and its methods ................ :mod:`hybridlab.layer`
+* training loops, the recipe's schedule, budgets ..... :mod:`hybridlab.train`
+* data (offline first) and small models .............. :mod:`hybridlab.data`, :mod:`hybridlab.models`
+* per-task defaults, data loading, one training run .. :mod:`hybridlab.recipes`
+* the computations behind the chapters' figures ...... :mod:`hybridlab.experiments` (one module per chapter)
+* figures and tables ................................. :mod:`hybridlab.plots`, :mod:`hybridlab.tables`
+* ``python -m hybridlab`` (argument parsing only) .... :mod:`hybridlab.cli`
 """
 
 from .devices import DEVICES, Device, make_device
-from .layer import METHODS, BlackBoxLinear, replace_linear
+from .layer import METHODS, BlackBoxLinear, SurrogateSettings, ZOSettings, replace_linear
 
 __version__ = "0.1.0"
 
-__all__ = ["DEVICES", "Device", "make_device", "METHODS", "BlackBoxLinear", "replace_linear", "__version__"]
+__all__ = ["DEVICES", "Device", "make_device", "METHODS", "BlackBoxLinear", "SurrogateSettings", "ZOSettings",
+           "replace_linear", "__version__"]

@@ -23,17 +23,23 @@ fixed random ``B``; ``dL/dw`` from the ZO estimate).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from . import checks
 from .devices import Device, make_device
 from .lowrank import check_rank, fit_identity, fit_randomized
-from .surrogate import projector_splitting_step, sketch_matrix, sketched_transpose
-from .zo import zo_gradient, zo_input_gradient
+from .sketch import KINDS as SKETCH_KINDS
+from .sketch import random_rows
+from .surrogate import projector_splitting_step, sketched_transpose
+from .zo import KINDS as ZO_KINDS
+from .zo import SCHEMES, zo_gradient, zo_input_gradient
 
-__all__ = ["METHODS", "BlackBoxLinear", "replace_linear"]
+__all__ = ["METHODS", "BlackBoxLinear", "SurrogateSettings", "ZOSettings", "replace_linear"]
 
 METHODS: tuple[str, ...] = ("oracle", "surrogate", "static", "rebuild", "zo_only", "twin", "dfa")
 """Training methods of a black-box layer (ALGORITHMS.md section 7)."""
@@ -45,7 +51,7 @@ class _BlackBoxFunction(torch.autograd.Function):
     """y = f(x; w) from device queries; backward from the surrogate and the ZO estimate."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, w: Tensor, layer: "BlackBoxLinear") -> Tensor:
+    def forward(ctx: Any, x: Tensor, w: Tensor, layer: BlackBoxLinear) -> Tensor:
         y = layer._query(x)
         ctx.layer = layer
         ctx.save_for_backward(x, w, y)
@@ -61,32 +67,95 @@ class _BlackBoxFunction(torch.autograd.Function):
         return grad_x, grad_w, None
 
 
+@dataclass(frozen=True)
+class ZOSettings:
+    """How the layer estimates ``dL/dw`` from queries (chapter 3, :func:`hybridlab.zo.zo_gradient`).
+
+    Attributes:
+        samples: number of random directions ``M``.
+        mu: finite-difference step.
+        directions: ``'gaussian'`` or ``'rademacher'`` directions.
+        scheme: ``'forward'`` or ``'central'`` differences.
+        compressed: the compressed-batch estimate (``d_out`` queries per sample instead of the
+            batch; devices linear in x only).
+    """
+
+    samples: int = 10
+    mu: float = 1e-3
+    directions: str = "gaussian"
+    scheme: str = "forward"
+    compressed: bool = False
+
+    def __post_init__(self) -> None:
+        checks.count(self.samples, "samples", what="ZO samples M")
+        checks.positive_number(self.mu, "mu", "the ZO finite-difference step")
+        checks.choice(self.directions, "directions", ZO_KINDS)
+        checks.choice(self.scheme, "scheme", SCHEMES)
+        checks.choice(self.compressed, "compressed", (True, False))
+
+
+@dataclass(frozen=True)
+class SurrogateSettings:
+    """The low-rank surrogate ``U S V^T`` behind ``dL/dx`` and how it is kept current (chapters 1, 4).
+
+    Attributes:
+        rank: surrogate rank ``r``.
+        sketch: sketch size ``s`` of the implicit projector-splitting update.
+        sketch_kind: ``'gaussian'``, ``'rademacher'`` or ``'orthogonal'`` sketch rows.
+        init: initial fit, ``'identity'`` (``d_in`` queries) or ``'randomized'``.
+        cache: keep the queries of ``V`` and ``Z`` made at the current parameters, so that the
+            next update needs no reconfiguration back to the old parameters. Off by default:
+            the reference algorithm.
+        rebuild_every: re-read the whole matrix (``d_in`` queries) every this many steps; the
+            period of method ``rebuild`` (default 10 there), optional for ``surrogate``.
+    """
+
+    rank: int = 16
+    sketch: int = 64
+    sketch_kind: str = "gaussian"
+    init: str = "identity"
+    cache: bool = False
+    rebuild_every: int | None = None
+
+    def __post_init__(self) -> None:
+        checks.count(self.rank, "rank", what="surrogate rank r")
+        checks.count(self.sketch, "sketch", what="sketch size s")
+        checks.choice(self.sketch_kind, "sketch_kind", SKETCH_KINDS)
+        checks.choice(self.init, "init", ("identity", "randomized"))
+        checks.choice(self.cache, "cache", (True, False))
+        if self.rebuild_every is not None:
+            checks.count(self.rebuild_every, "rebuild_every", what="steps between full re-reads; None: never")
+
+
+def _settings(cls: type, given: Any, options: dict[str, Any]) -> Any:
+    """``given`` (an instance of ``cls`` or None) with the matching keyword ``options`` applied."""
+    base = cls() if given is None else given
+    if not isinstance(base, cls):
+        raise TypeError(f"expected a {cls.__name__}, got {type(base).__name__}")
+    mine = {k: options.pop(k) for k in [f.name for f in fields(cls)] if k in options}
+    return replace(base, **mine) if mine else base
+
+
 class BlackBoxLinear(nn.Module):
     """A linear layer computed by a physical device that can only be queried.
 
     ``y = gain * A(w) x + bias`` for inputs of shape ``(..., d_in)``, like ``nn.Linear``.
 
+    The options come in two groups, each a small dataclass that can also be given field by field
+    as keywords (``BlackBoxLinear(64, 64, "mrr", rank=8, samples=20)``):
+    :class:`ZOSettings` (``samples``, ``mu``, ``directions``, ``scheme``, ``compressed``) and
+    :class:`SurrogateSettings` (``rank``, ``sketch``, ``sketch_kind``, ``init``, ``cache``,
+    ``rebuild_every``).
+
     Args:
         d_in: input width.
         d_out: output width.
-        device: a device name (``'ideal'``, ``'slm'``, ``'mrr'``, ``'mzi'``) or a
+        device: a physical device name (``'ideal'``, ``'slm'``, ``'mrr'``, ``'mzi'``) or a
             :class:`hybridlab.devices.Device` of matching size.
         method: one of :data:`METHODS`.
-        rank: surrogate rank ``r`` (``1 <= r <= min(d_in, d_out)``).
-        samples: number of ZO directions ``M``.
-        mu: ZO finite-difference step.
-        sketch: sketch size ``s`` of the implicit surrogate update.
-        directions: ZO direction distribution, ``'gaussian'`` or ``'rademacher'``.
-        scheme: ZO finite differences, ``'forward'`` or ``'central'``.
-        compressed: use the compressed-batch ZO estimate (``d_out`` queries per sample
-            instead of ``B``; linear-in-x devices only).
-        sketch_kind: ``'gaussian'``, ``'rademacher'`` or ``'orthogonal'`` sketch rows.
-        cache: keep the queries of ``V`` and ``Z`` made at the current parameters, so that the
-            next update needs no reconfiguration back to the old parameters (ALGORITHMS.md
-            section 5, first improvement). Off by default: the reference algorithm.
-        rebuild_every: re-read the whole matrix (``d_in`` queries) every this many steps;
-            the period of method ``rebuild`` (default 10), optional for ``surrogate``.
-        init: initial surrogate fit, ``'identity'`` (``d_in`` queries) or ``'randomized'``.
+        zo: the zero-order settings (default :class:`ZOSettings`).
+        surrogate: the surrogate settings (default :class:`SurrogateSettings`); the rank must
+            satisfy ``1 <= r <= min(d_in, d_out)`` for the methods that keep a surrogate.
         bias: learn a digital bias, like ``nn.Linear``.
         gain: initial output gain; ``None`` calibrates it on the first batch so that the
             output has the input's root-mean-square (no extra queries).
@@ -94,6 +163,7 @@ class BlackBoxLinear(nn.Module):
             directions and the sketches.
         device_options: extra options for :func:`hybridlab.devices.make_device`.
         dtype: floating dtype of the parameters and the device.
+        **options: fields of :class:`ZOSettings` and :class:`SurrogateSettings`.
     """
 
     def __init__(
@@ -103,29 +173,25 @@ class BlackBoxLinear(nn.Module):
         device: str | Device = "ideal",
         *,
         method: str = "surrogate",
-        rank: int = 16,
-        samples: int = 10,
-        mu: float = 1e-3,
-        sketch: int = 64,
-        directions: str = "gaussian",
-        scheme: str = "forward",
-        compressed: bool = False,
-        sketch_kind: str = "gaussian",
-        cache: bool = False,
-        rebuild_every: int | None = None,
-        init: str = "identity",
+        zo: ZOSettings | None = None,
+        surrogate: SurrogateSettings | None = None,
         bias: bool = True,
         gain: float | None = None,
         seed: int = 0,
         device_options: dict[str, Any] | None = None,
         dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+        checks.choice(method, "method", METHODS)
+        zo = _settings(ZOSettings, zo, options)
+        surrogate = _settings(SurrogateSettings, surrogate, options)
+        if options:
+            valid = [f.name for f in fields(ZOSettings)] + [f.name for f in fields(SurrogateSettings)]
+            raise TypeError(f"unknown option(s) {', '.join(sorted(options))}; valid: {', '.join(valid)}")
+        dtype = dtype or torch.get_default_dtype()
         if isinstance(device, str):
-            device = make_device(device, d_in, d_out, seed=seed, dtype=dtype or torch.get_default_dtype(),
-                                 **(device_options or {}))
+            device = make_device(device, d_in, d_out, seed=seed, dtype=dtype, **(device_options or {}))
         elif not isinstance(device, Device):
             raise TypeError(f"`device` must be a device name or a hybridlab Device, got {type(device).__name__}")
         elif device_options:
@@ -135,39 +201,25 @@ class BlackBoxLinear(nn.Module):
         if method in _SURROGATE_METHODS and not device.linear_in_x:
             raise ValueError(f"method {method!r} needs a device linear in x (a matrix to approximate); "
                              f"{device.name!r} is not: use 'zo_only' or 'oracle'")
-        if compressed and not device.linear_in_x:
+        if zo.compressed and not device.linear_in_x:
             raise ValueError(f"`compressed` needs a device linear in x; {device.name!r} is not: use compressed=False")
         if method in _SURROGATE_METHODS:
-            check_rank(rank, d_out, d_in)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"`samples` must be an integer >= 1, got {samples!r}")
-        if not (isinstance(mu, (int, float)) and mu > 0):
-            raise ValueError(f"`mu` must be a positive number, got {mu!r}")
-        if isinstance(sketch, bool) or not isinstance(sketch, int) or sketch < 1:
-            raise ValueError(f"`sketch` must be an integer >= 1, got {sketch!r}")
-        if init not in ("identity", "randomized"):
-            raise ValueError(f"`init` must be 'identity' or 'randomized', got {init!r}")
-        if method == "rebuild" and rebuild_every is None:
-            rebuild_every = 10
-        if rebuild_every is not None and (not isinstance(rebuild_every, int) or rebuild_every < 1):
-            raise ValueError(f"`rebuild_every` must be None or an integer >= 1, got {rebuild_every!r}")
+            check_rank(surrogate.rank, d_out, d_in)
+        if method == "rebuild" and surrogate.rebuild_every is None:
+            surrogate = replace(surrogate, rebuild_every=10)
 
-        self.d_in, self.d_out = d_in, d_out
-        self.method, self.rank, self.samples, self.mu = method, rank, samples, float(mu)
-        self.sketch, self.directions, self.scheme, self.compressed = sketch, directions, scheme, compressed
-        self.sketch_kind, self.cache, self.rebuild_every, self.init = sketch_kind, cache, rebuild_every, init
-        self.seed = seed
+        self.d_in, self.d_out, self.method, self.seed = d_in, d_out, method, seed
+        self.zo, self.surrogate = zo, surrogate
         self.physical = device
         self._generator = torch.Generator().manual_seed(seed)
 
-        dtype = dtype or torch.get_default_dtype()
         self.w = nn.Parameter(device.init_params(torch.Generator().manual_seed(seed + 1)).to(dtype))
         self.gain = nn.Parameter(torch.tensor(1.0 if gain is None else float(gain), dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(d_out, dtype=dtype)) if bias else None
         self._gain_calibrated = gain is not None
 
         # Surrogate A ~ U S V^T of the matrix at parameters w_sur, and the update's query cache.
-        r = rank if method in _SURROGATE_METHODS else 0
+        r = surrogate.rank if method in _SURROGATE_METHODS else 0
         self.register_buffer("U", torch.zeros(d_out, r, dtype=dtype))
         self.register_buffer("S", torch.zeros(r, r, dtype=dtype))
         self.register_buffer("V", torch.zeros(d_in, r, dtype=dtype))
@@ -176,7 +228,7 @@ class BlackBoxLinear(nn.Module):
         self.register_buffer("F_V", torch.zeros(0, d_out, dtype=dtype))  # f(V^T; w_sur), cached
         self.register_buffer("F_Z", torch.zeros(0, d_out, dtype=dtype))  # f(Z; w_sur), cached
         self.step = 0  # optimizer steps seen (surrogate updates done)
-        # Competitors: a nominal digital twin (physics-aware training) and a DFA feedback matrix.
+        # Competitors: a nominal digital twin (physics-aware training) and a feedback matrix.
         self.twin = make_device(device.name, d_in, d_out, dtype=dtype) if method == "twin" else None
         g_fb = torch.Generator().manual_seed(seed + 2)
         self.register_buffer("B_fb", torch.randn(d_out, d_in, generator=g_fb, dtype=dtype) / d_in ** 0.5
@@ -234,7 +286,8 @@ class BlackBoxLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"d_in={self.d_in}, d_out={self.d_out}, device={self.physical.name!r}, method={self.method!r}, "
-                f"rank={self.rank}, samples={self.samples}, mu={self.mu:g}, sketch={self.sketch}")
+                f"rank={self.surrogate.rank}, samples={self.zo.samples}, mu={self.zo.mu:g}, "
+                f"sketch={self.surrogate.sketch}")
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"generator": self._generator.get_state(), "step": self.step,
@@ -245,7 +298,7 @@ class BlackBoxLinear(nn.Module):
         self.step = int(state["step"])
         self._gain_calibrated = bool(state["gain_calibrated"])
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Cached queries and sketches change size after the first update: adopt the saved sizes.
         for name in ("U", "S", "V", "Z", "F_V", "F_Z"):
             key = prefix + name
@@ -268,23 +321,25 @@ class BlackBoxLinear(nn.Module):
         with self._step_context():
             return self.physical.query(X)
 
-    def _randn_like_sketch(self) -> Tensor:
-        return sketch_matrix(self.sketch, self.d_in, kind=self.sketch_kind, generator=self._generator,
-                             dtype=self.w.dtype, device=self.w.device)
+    def _draw_sketch(self) -> Tensor:
+        """A fresh sketch ``Z`` (``s x d_in``) for the implicit update."""
+        return random_rows(self.surrogate.sketch, self.d_in, self.surrogate.sketch_kind, generator=self._generator,
+                           dtype=self.w.dtype, torch_device=self.w.device)
 
     def _fit(self, w: Tensor) -> None:
         """Initial surrogate fit at w (identity probing or randomized range finder)."""
         self.physical.configure(w)
-        if self.init == "identity":
-            U, S, V = fit_identity(self.physical.query, self.d_in, self.rank, dtype=w.dtype, device=w.device)
+        sur = self.surrogate
+        if sur.init == "identity":
+            U, S, V = fit_identity(self.physical.query, self.d_in, sur.rank, dtype=w.dtype, torch_device=w.device)
         else:
-            U, S, V = fit_randomized(self.physical.query, self.d_in, self.rank, sketch=self.sketch,
-                                     kind=self.sketch_kind, generator=self._generator, dtype=w.dtype,
-                                     device=w.device)
+            U, S, V = fit_randomized(self.physical.query, self.d_in, sur.rank, sketch=sur.sketch,
+                                     kind=sur.sketch_kind, generator=self._generator, dtype=w.dtype,
+                                     torch_device=w.device)
         self._set_factors(U, S, V)
         self.w_sur.copy_(w)
-        if self.method == "surrogate" and self.cache:
-            self.Z = self._randn_like_sketch()
+        if self.method == "surrogate" and sur.cache:
+            self.Z = self._draw_sketch()
             self.F_V = self.physical.query(self.V.T.contiguous())
             self.F_Z = self.physical.query(self.Z)
 
@@ -292,7 +347,8 @@ class BlackBoxLinear(nn.Module):
         self.U, self.S, self.V = U.to(self.w.dtype).contiguous(), S.to(self.w.dtype), V.to(self.w.dtype).contiguous()
 
     def _rebuild_due(self) -> bool:
-        return self.rebuild_every is not None and self.step % self.rebuild_every == 0
+        every = self.surrogate.rebuild_every
+        return every is not None and self.step % every == 0
 
     def _update(self, w_new: Tensor) -> None:
         """Surrogate update after an optimizer step moved the parameters from w_sur to w_new."""
@@ -304,14 +360,14 @@ class BlackBoxLinear(nn.Module):
         if self.method == "rebuild":
             return
         # Implicit projector-splitting step (ALGORITHMS.md section 5), from queries only.
-        r, V0 = self.rank, self.V
-        if self.cache:
+        r, V0 = self.surrogate.rank, self.V
+        if self.surrogate.cache:
             Z = self.Z
             self.physical.configure(w_new)
             F_new = self.physical.query(torch.cat([V0.T, Z]))
             F_old = torch.cat([self.F_V, self.F_Z])
         else:
-            Z = self._randn_like_sketch()
+            Z = self._draw_sketch()
             probes = torch.cat([V0.T, Z])
             self.physical.configure(self.w_sur)
             F_old = self.physical.query(probes)
@@ -321,7 +377,7 @@ class BlackBoxLinear(nn.Module):
         dA_V0, dA_Zt = dF[:r].T, dF[r:].T
         U1, S1, V1 = projector_splitting_step(self.U, self.S, V0, dA_V0, sketched_transpose(Z, dA_Zt))
         self._set_factors(U1, S1, V1)
-        if self.cache:  # keep f(V1; w_new) and f(Z; w_new) for the next step
+        if self.surrogate.cache:  # keep f(V1; w_new) and f(Z; w_new) for the next step
             self.F_V = self.physical.query(self.V.T.contiguous())
             self.F_Z = F_new[r:]
 
@@ -342,8 +398,8 @@ class BlackBoxLinear(nn.Module):
         if self.method == "zo_only":
             self.physical.configure(self.w.detach())
             with self._step_context():
-                return zo_input_gradient(self.physical.query, x, v, samples=self.samples, mu=self.mu,
-                                         kind=self.directions, generator=self._generator, f0=y)
+                return zo_input_gradient(self.physical.query, x, v, samples=self.zo.samples, mu=self.zo.mu,
+                                         kind=self.zo.directions, generator=self._generator, f0=y)
         return ((v @ self.U) @ self.S) @ self.V.T
 
     def _parameter_gradient(self, x: Tensor, w: Tensor, v: Tensor, y: Tensor) -> Tensor:
@@ -351,8 +407,9 @@ class BlackBoxLinear(nn.Module):
         if self.method == "twin":
             return self._twin_gradients(x, w, v)[1]
         with self._step_context():
-            return zo_gradient(self.physical.query_batch, w.detach(), x, v, samples=self.samples, mu=self.mu,
-                               kind=self.directions, scheme=self.scheme, f0=y, compressed=self.compressed,
+            zo = self.zo
+            return zo_gradient(self.physical.query_batch, w.detach(), x, v, samples=zo.samples, mu=zo.mu,
+                               kind=zo.directions, scheme=zo.scheme, f0=y, compressed=zo.compressed,
                                linear_in_x=self.physical.linear_in_x, generator=self._generator)
 
 
@@ -368,7 +425,8 @@ def replace_linear(model: nn.Module, name: str, device: str | Device = "ideal", 
     except AttributeError:
         old = None
     if not isinstance(old, nn.Linear):
-        raise ValueError(f"`name` {name!r} is not an nn.Linear of the model; Linear layers: {', '.join(linears) or 'none'}")
+        raise ValueError(f"`name` {name!r} is not an nn.Linear of the model; "
+                         f"Linear layers: {', '.join(linears) or 'none'}")
     options.setdefault("bias", old.bias is not None)
     options.setdefault("dtype", old.weight.dtype)
     new = BlackBoxLinear(old.in_features, old.out_features, device, **options).to(old.weight.device)

@@ -18,11 +18,14 @@ This module works on tensors and callables only; it does not import :mod:`hybrid
 
 from __future__ import annotations
 
-import operator
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from . import checks
+from .sketch import random_rows
 
 __all__ = [
     "LowRank",
@@ -64,7 +67,7 @@ class LowRank(NamedTuple):
 
 
 def check_rank(r: int, d_out: int, d_in: int) -> int:
-    """Return ``r`` if it is a valid rank for a ``d_out x d_in`` matrix, else raise ValueError.
+    """Return ``r`` if it is a valid rank for a ``d_out x d_in`` matrix, else raise.
 
     Args:
         r: requested rank.
@@ -75,12 +78,7 @@ def check_rank(r: int, d_out: int, d_in: int) -> int:
         TypeError: if ``r`` is not an integer.
         ValueError: if ``r < 1`` or ``r > min(d_out, d_in)``.
     """
-    if isinstance(r, bool):
-        raise TypeError(f"rank r must be an integer, got {r!r}")
-    try:
-        r = operator.index(r)
-    except TypeError:
-        raise TypeError(f"rank r must be an integer, got {r!r} of type {type(r).__name__}") from None
+    r = checks.integer(r, "rank r")
     hi = min(d_out, d_in)
     if not 1 <= r <= hi:
         raise ValueError(
@@ -136,12 +134,12 @@ def eckart_young_error(A: Tensor, r: int) -> float:
 
 
 def _probe_dtype_device(
-    dtype: torch.dtype | None, device: torch.device | str | None, generator: torch.Generator | None = None
+    dtype: torch.dtype | None, torch_device: torch.device | str | None, generator: torch.Generator | None = None
 ) -> tuple[torch.dtype, torch.device]:
     dtype = torch.get_default_dtype() if dtype is None else dtype
-    if device is None:
-        device = generator.device if generator is not None else torch.get_default_device()
-    return dtype, torch.device(device)
+    if torch_device is None:
+        torch_device = generator.device if generator is not None else torch.get_default_device()
+    return dtype, torch.device(torch_device)
 
 
 def _call_query(query: Query, X: Tensor, d_out: int | None = None) -> Tensor:
@@ -159,19 +157,13 @@ def _call_query(query: Query, X: Tensor, d_out: int | None = None) -> Tensor:
     return Y
 
 
-def _check_d_in(d_in: int) -> int:
-    if isinstance(d_in, bool) or not isinstance(d_in, int) or d_in < 1:
-        raise ValueError(f"d_in must be a positive integer (the device's input width), got {d_in!r}")
-    return d_in
-
-
 def fit_identity(
     query: Query,
     d_in: int,
     r: int,
     *,
     dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
+    torch_device: torch.device | str | None = None,
 ) -> LowRank:
     """Read the full matrix with the ``d_in`` identity rows, then truncate its SVD to rank r.
 
@@ -182,14 +174,14 @@ def fit_identity(
         d_in: input width of the black box.
         r: rank, ``1 <= r <= min(d_out, d_in)``.
         dtype: dtype of the probe inputs (default: ``torch.get_default_dtype()``).
-        device: device of the probe inputs (default: CPU).
+        torch_device: where the probe inputs live (default: torch's default device).
 
     Returns:
         ``LowRank(U, S, V)`` (see :func:`truncated_svd`).
     """
-    d_in = _check_d_in(d_in)
-    dtype, device = _probe_dtype_device(dtype, device)
-    I = torch.eye(d_in, dtype=dtype, device=device)
+    d_in = checks.count(d_in, "d_in", what="the device's input width")
+    dtype, torch_device = _probe_dtype_device(dtype, torch_device)
+    I = torch.eye(d_in, dtype=dtype, device=torch_device)
     A = _call_query(query, I).mT  # row j of query(I) is A e_j: the j-th column of A
     return truncated_svd(A, r)
 
@@ -204,7 +196,7 @@ def fit_randomized(
     kind: str = "gaussian",
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
+    torch_device: torch.device | str | None = None,
 ) -> LowRank:
     """Fit a rank-r surrogate from forward products only (randomized range finder + sketch).
 
@@ -227,31 +219,26 @@ def fit_randomized(
         oversample: extra range-finder columns (>= 0).
         sketch: number s of sketch rows for the row space (>= 1).
         kind: distribution of the test inputs and sketch rows: ``'gaussian'``, ``'rademacher'``
-            or ``'orthogonal'`` (see :func:`hybridlab.surrogate.sketch_matrix`).
-        generator: torch.Generator for reproducibility (its device is used if ``device`` is None).
+            or ``'orthogonal'`` (see :func:`hybridlab.sketch.random_rows`).
+        generator: torch.Generator for reproducibility (its device is used if ``torch_device`` is None).
         dtype: dtype of the probe inputs (default: ``torch.get_default_dtype()``).
-        device: device of the probe inputs.
+        torch_device: where the probe inputs live.
 
     Returns:
         ``LowRank(U, S, V)`` with ``S`` diagonal.
     """
-    from hybridlab.surrogate import sketch_matrix  # one sketch generator for the whole package
-
-    d_in = _check_d_in(d_in)
-    if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 0:
-        raise ValueError(f"oversample must be an integer >= 0, got {oversample!r}")
-    if isinstance(sketch, bool) or not isinstance(sketch, int) or sketch < 1:
-        raise ValueError(f"sketch (the number s of sketch rows) must be an integer >= 1, got {sketch!r}")
-    dtype, device = _probe_dtype_device(dtype, device, generator)
-    if isinstance(r, int) and not isinstance(r, bool) and not 1 <= r <= d_in:  # fail before any query
-        raise ValueError(f"rank r={r} is out of range: choose 1 <= r <= min(d_out, d_in), and d_in = {d_in}")
+    d_in = checks.count(d_in, "d_in", what="the device's input width")
+    oversample = checks.count(oversample, "oversample", minimum=0, what="extra range-finder columns")
+    sketch = checks.count(sketch, "sketch", what="the number s of sketch rows")
+    dtype, torch_device = _probe_dtype_device(dtype, torch_device, generator)
+    r = check_rank(r, d_in, d_in)  # fail before any query (d_out is known after the first one)
     k = min(r + oversample, d_in)
-    Omega = sketch_matrix(k, d_in, kind, generator=generator, dtype=dtype, device=device)
+    Omega = random_rows(k, d_in, kind, generator=generator, dtype=dtype, torch_device=torch_device)
     F = _call_query(query, Omega)  # (k, d_out) = (A Omega^T)^T
     d_out = F.shape[1]
     r = check_rank(r, d_out, d_in)
     Q = torch.linalg.qr(F.mT).Q  # (d_out, min(k, d_out)), orthonormal basis of range(A Omega^T)
-    Z = sketch_matrix(sketch, d_in, kind, generator=generator, dtype=dtype, device=device)
+    Z = random_rows(sketch, d_in, kind, generator=generator, dtype=dtype, torch_device=torch_device)
     F_Z = _call_query(query, Z, d_out).to(Q.dtype)  # (s, d_out) = Z A^T
     B = (Q.mT @ F_Z.mT) @ Z.to(Q.dtype) / sketch  # (k, d_in) ~ Q^T A
     U_B, sigma, Vh = torch.linalg.svd(B, full_matrices=False)

@@ -88,7 +88,7 @@ class DigitsCNN(_Head):
             nn.Conv2d(in_channels, channels // 2, 3, padding=1), nn.ReLU(),
             nn.Conv2d(channels // 2, channels, 3, padding=1), nn.ReLU(),
             nn.AdaptiveAvgPool2d(4),
-        )  # fmt: skip
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(batch, n_classes)`` for images ``(batch, in_channels, height, width)``."""
@@ -116,7 +116,7 @@ class AudioCNN(_Head):
             nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
             nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(),
             nn.AdaptiveAvgPool1d(4),
-        )  # fmt: skip
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(batch, n_classes)`` for features ``(batch, channels, n_mels, frames)``."""

@@ -15,7 +15,7 @@ as a tensor and ``dA^T U1`` as a callable, because ``U1`` is known only after th
 * explicit (:func:`ksl_step`): both products from ``dA`` itself (teaching, tests);
 * implicit (the device never exposes ``dA``): ``dA V0 = f(V0^T; w_new) - f(V0^T; w_old)`` from
   ``2r`` queries, and ``dA^T U1 ~ (1/s) Z^T (Y U1)`` from a sketch ``Z`` (``s x d_in``) with
-  ``Y = f(Z; w_new) - f(Z; w_old)`` (:func:`sketch_matrix`, :func:`sketched_transpose`).
+  ``Y = f(Z; w_new) - f(Z; w_old)`` (:func:`hybridlab.sketch.random_rows`, :func:`sketched_transpose`).
 
 No step inverts ``S``, so the update is robust to tiny (even zero) singular values.
 
@@ -25,25 +25,20 @@ This module works on tensors and callables only; it does not import :mod:`hybrid
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from hybridlab.lowrank import LowRank, check_rank, eckart_young_error
+from .lowrank import LowRank, check_rank, eckart_young_error
 
 __all__ = [
-    "SKETCH_KINDS",
     "projector_splitting_step",
     "ksl_step",
-    "sketch_matrix",
     "sketched_transpose",
     "tracking_ratio",
     "surrogate_error",
 ]
-
-SKETCH_KINDS = ("gaussian", "rademacher", "orthogonal")
-
 
 def _check_factors(U0: Tensor, S0: Tensor, V0: Tensor) -> tuple[int, int, int]:
     for name, T in (("U0", U0), ("S0", S0), ("V0", V0)):
@@ -134,62 +129,6 @@ def ksl_step(U0: Tensor, S0: Tensor, V0: Tensor, dA: Tensor) -> LowRank:
     return projector_splitting_step(U0, S0, V0, dA @ V0.to(U0), lambda U1: dA.mT @ U1)
 
 
-def sketch_matrix(
-    s: int,
-    d_in: int,
-    kind: str = "gaussian",
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Random sketch ``Z`` (``s x d_in``) whose rows satisfy ``E[z z^T] = I``.
-
-    Kinds:
-        * ``'gaussian'``: i.i.d. N(0, 1) entries.
-        * ``'rademacher'``: i.i.d. +-1 entries.
-        * ``'orthogonal'``: rows of Haar-random orthogonal ``d_in x d_in`` matrices scaled by
-          ``sqrt(d_in)``; for ``s > d_in`` independent blocks are stacked (the last one cut to
-          size). When ``s`` is a multiple of ``d_in``, ``Z^T Z / s = I`` exactly, so the sketch
-          of :func:`sketched_transpose` is exact.
-
-    Args:
-        s: number of sketch rows (>= 1).
-        d_in: row length (>= 1).
-        kind: one of ``'gaussian'``, ``'rademacher'``, ``'orthogonal'``.
-        generator: torch.Generator (same seed -> same Z). Numbers are drawn on the generator's
-            device and moved to ``device``.
-        dtype: floating dtype (default: ``torch.get_default_dtype()``).
-        device: target device (default: the generator's device, else CPU).
-
-    Returns:
-        ``Z`` of shape ``(s, d_in)``.
-    """
-    for name, n in (("s", s), ("d_in", d_in)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    if kind not in SKETCH_KINDS:
-        raise ValueError(f"unknown sketch kind {kind!r}; choose one of {', '.join(SKETCH_KINDS)}")
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    gen_device = generator.device if generator is not None else device
-    device = gen_device if device is None else device
-    if kind == "gaussian":
-        Z = torch.randn(s, d_in, generator=generator, dtype=dtype, device=gen_device)
-    elif kind == "rademacher":
-        bits = torch.randint(0, 2, (s, d_in), generator=generator, device=gen_device)
-        Z = (2 * bits - 1).to(dtype)
-    else:  # orthogonal: Haar matrices from QR of Gaussian blocks, with the sign fix of R's diagonal
-        blocks = math.ceil(s / d_in)
-        G = torch.randn(blocks, d_in, d_in, generator=generator, dtype=dtype, device=gen_device)
-        Q, R = torch.linalg.qr(G)
-        signs = torch.sgn(torch.diagonal(R, dim1=-2, dim2=-1))
-        signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-        Q = Q * signs.unsqueeze(-2)
-        Z = math.sqrt(d_in) * Q.reshape(blocks * d_in, d_in)[:s]
-    return Z.to(device)
-
-
 def sketched_transpose(Z: Tensor, dA_Zt: Tensor) -> Callable[[Tensor], Tensor]:
     """Sketch estimate of the transposed product: ``U1 -> (1/s) Z^T (dA_Zt^T U1) ~ dA^T U1``.
 
@@ -197,7 +136,7 @@ def sketched_transpose(Z: Tensor, dA_Zt: Tensor) -> Callable[[Tensor], Tensor]:
     error ~ ``sqrt(d_in / s)`` (zero for an orthogonal sketch with ``s`` a multiple of ``d_in``).
 
     Args:
-        Z: ``(s, d_in)`` sketch (:func:`sketch_matrix`).
+        Z: ``(s, d_in)`` sketch (:func:`hybridlab.sketch.random_rows`).
         dA_Zt: ``(d_out, s)`` the product ``dA Z^T``; from queries, ``Y^T`` with
             ``Y = f(Z; w_new) - f(Z; w_old)`` (``s x d_out``).
 

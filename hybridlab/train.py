@@ -2,16 +2,22 @@
 
 One loop serves every method: with a :class:`~hybridlab.layer.BlackBoxLinear` in the model the
 backward pass uses the surrogate and the zero-order estimate, with an ``nn.Linear`` it is the
-digital baseline. The device parameters ``w`` get their own learning rate (they are phases,
-not weights).
+digital baseline. The training recipe is written out here as ordinary arguments:
+
+* the device parameters ``w`` get their own learning rate (they are phases, not weights);
+* the last ``anneal`` fraction of the run trains at a tenth of both learning rates, with a fresh
+  optimizer (its moment estimates restart), so that the device settles and the network adapts to
+  its final matrix;
+* ``gain_scale`` rescales the black box's calibrated output gain before training
+  (:func:`calibrate_gain`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +25,8 @@ from torch import Tensor, nn
 
 from .layer import BlackBoxLinear
 
-__all__ = ["History", "black_box_layers", "hardware_budget", "make_optimizer", "accuracy",
-           "train_classifier", "bits_per_char", "train_language_model"]
+__all__ = ["History", "black_box_layers", "hardware_budget", "make_optimizer", "calibrate_gain", "anneal_split",
+           "accuracy", "train_classifier", "bits_per_char", "windows", "train_language_model"]
 
 
 @dataclass
@@ -70,6 +76,33 @@ def make_optimizer(model: nn.Module, lr: float = 3e-3, lr_device: float | None =
 
 
 @torch.no_grad()
+def calibrate_gain(model: nn.Module, x: Tensor, scale: float) -> None:
+    """Calibrate the black boxes' gains on ``x`` (one forward pass), then multiply them by ``scale``.
+
+    A :class:`~hybridlab.layer.BlackBoxLinear` sets its gain at its first forward pass so that its
+    output has the root-mean-square of its input; ``scale`` sets it relative to that (the
+    transformer of the text task needs 0.1, or the device output swamps its residual stream).
+    ``scale == 1`` does nothing: the layer calibrates itself on the first training batch.
+    """
+    if scale == 1.0 or not black_box_layers(model):
+        return
+    model(x)
+    for layer in black_box_layers(model):
+        layer.gain.mul_(scale)
+
+
+def anneal_split(total: int, anneal: float) -> tuple[int, int]:
+    """``(main, annealed)``: the last ``anneal`` fraction of ``total`` epochs or steps (rounded).
+
+    At least one epoch or step stays in the main phase.
+    """
+    if not 0.0 <= anneal < 1.0:
+        raise ValueError(f"`anneal` must be in [0, 1), got {anneal}")
+    tail = min(total - 1, round(anneal * total)) if total > 1 else 0
+    return total - tail, tail
+
+
+@torch.no_grad()
 def accuracy(model: nn.Module, X: Tensor, y: Tensor, batch_size: int = 512) -> float:
     """Classification accuracy of ``model`` on ``(X, y)`` (eval mode, batched)."""
     was_training = model.training
@@ -92,10 +125,18 @@ def _progress(total: int, enabled: bool, desc: str):
 
 def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_test: Tensor, y_test: Tensor, *,
                      epochs: int = 10, batch_size: int = 64, lr: float = 3e-3, lr_device: float | None = None,
-                     weight_decay: float = 0.0, seed: int = 0, evals_per_epoch: int = 1, progress: bool = True,
-                     desc: str = "train") -> History:
-    """Train a classifier with cross-entropy; evaluate test accuracy ``evals_per_epoch`` times an epoch."""
+                     weight_decay: float = 0.0, anneal: float = 0.0, gain_scale: float = 1.0, seed: int = 0,
+                     evals_per_epoch: int = 1, progress: bool = True, desc: str = "train") -> History:
+    """Train a classifier with cross-entropy; evaluate test accuracy ``evals_per_epoch`` times an epoch.
+
+    The last ``anneal`` fraction of the epochs (:func:`anneal_split`) runs with a fresh optimizer
+    at a tenth of both learning rates, its batches in an order drawn from ``seed + 1``;
+    ``gain_scale`` is applied with :func:`calibrate_gain` on the first ``batch_size`` training
+    examples before the first step.
+    """
     dev = next(model.parameters()).device
+    calibrate_gain(model, X_train[:batch_size].to(dev), gain_scale)
+    main, tail = anneal_split(epochs, anneal)
     opt = make_optimizer(model, lr, lr_device, weight_decay)
     g = torch.Generator().manual_seed(seed)
     n = len(X_train)
@@ -105,7 +146,10 @@ def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_test:
     bar = _progress(epochs * steps_per_epoch, progress, desc)
     t0, step = time.perf_counter(), 0
     model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        if epoch == main:  # the annealing phase
+            opt = make_optimizer(model, lr / 10, None if lr_device is None else lr_device / 10, weight_decay)
+            g.manual_seed(seed + 1)
         order = torch.randperm(n, generator=g)
         running = []
         for b in range(steps_per_epoch):
@@ -137,32 +181,61 @@ def _record(hist: History, model: nn.Module, step: int, loss: float, metric: flo
     hist.reconfigurations.append(budget["reconfigurations"])
 
 
+def windows(ids: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    """``(x, y)``: ``ids`` cut into consecutive windows of ``block`` characters and their next characters.
+
+    Every character after the first is a target exactly once.
+
+    Raises:
+        ValueError: the text is not longer than ``block``.
+    """
+    n = (len(ids) - 1) // block
+    if n < 1:
+        raise ValueError(f"the text has {len(ids)} characters; it needs more than the context "
+                         f"length {block}: use a longer text")
+    return ids[: n * block].view(n, block), ids[1: n * block + 1].view(n, block)
+
+
 @torch.no_grad()
-def bits_per_char(model: nn.Module, batches: Callable[[], tuple[Tensor, Tensor]], n_batches: int) -> float:
-    """Mean cross-entropy in bits per character over ``n_batches`` batches from ``batches()``."""
+def bits_per_char(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> float:
+    """Cross-entropy of next-character predictions in bits per character, over every target of ``batches``.
+
+    ``batches`` yields ``(x, y)`` token tensors of the same shape: a few random batches for a
+    quick estimate during training, or :func:`windows` of a whole split (in chunks) for the final
+    number.
+    """
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    total = 0.0
-    for _ in range(n_batches):
-        x, y = batches()
+    total, count = 0.0, 0
+    for x, y in batches:
         logits = model(x.to(dev))
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.to(dev).reshape(-1)).item()
+        total += F.cross_entropy(logits.flatten(0, 1), y.to(dev).flatten(), reduction="sum").item()
+        count += y.numel()
     model.train(was_training)
-    return total / n_batches / math.log(2)
+    return total / count / math.log(2)
 
 
 def train_language_model(model: nn.Module, train_batches: Callable[[], tuple[Tensor, Tensor]],
                          val_batches: Callable[[], tuple[Tensor, Tensor]], *, steps: int = 1000,
                          lr: float = 3e-3, lr_device: float | None = None, weight_decay: float = 0.0,
+                         anneal: float = 0.0, gain_scale: float = 1.0, calibration: Tensor | None = None,
                          eval_every: int = 100, eval_batches: int = 10, progress: bool = True,
                          desc: str = "train") -> History:
     """Train a next-character model; the metric is validation bits per character (lower is better).
 
     ``train_batches()`` and ``val_batches()`` return ``(x, y)`` token batches; make them seeded so
-    that the run is reproducible (see :mod:`hybridlab.data`).
+    that the run is reproducible (see :mod:`hybridlab.data`). The metric is recorded every
+    ``eval_every`` steps and at the end of each phase, on ``eval_batches`` validation batches.
+    The last ``anneal`` fraction of the steps runs with a fresh optimizer at a tenth of both
+    learning rates; ``gain_scale`` is applied on the ``calibration`` tokens (required then).
     """
     dev = next(model.parameters()).device
+    if gain_scale != 1.0:
+        if calibration is None:
+            raise ValueError("`gain_scale` needs `calibration` tokens to calibrate the black box's gain on")
+        calibrate_gain(model, calibration.to(dev), gain_scale)
+    main, tail = anneal_split(steps, anneal)
     opt = make_optimizer(model, lr, lr_device, weight_decay)
     hist = History(metric_name="bits_per_char")
     bar = _progress(steps, progress, desc)
@@ -170,6 +243,8 @@ def train_language_model(model: nn.Module, train_batches: Callable[[], tuple[Ten
     model.train()
     running = []
     for step in range(1, steps + 1):
+        if step == main + 1:  # the annealing phase
+            opt = make_optimizer(model, lr / 10, None if lr_device is None else lr_device / 10, weight_decay)
         x, y = train_batches()
         opt.zero_grad(set_to_none=True)
         logits = model(x.to(dev))
@@ -179,9 +254,9 @@ def train_language_model(model: nn.Module, train_batches: Callable[[], tuple[Ten
         running.append(loss.item())
         if bar is not None:
             bar.update(1)
-        if step % eval_every == 0 or step == steps:
+        if step % eval_every == 0 or step in (main, steps):
             _record(hist, model, step, sum(running) / len(running) / math.log(2),
-                    bits_per_char(model, val_batches, eval_batches))
+                    bits_per_char(model, (val_batches() for _ in range(eval_batches))))
             running = []
     if bar is not None:
         bar.close()

@@ -31,11 +31,13 @@ one *configuration* is one parameter vector written to it. With ``M`` samples an
 
 from __future__ import annotations
 
-import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from . import checks
+from .sketch import random_rows
 
 __all__ = ["KINDS", "SCHEMES", "directions", "zo_gradient", "zo_input_gradient"]
 
@@ -52,73 +54,19 @@ Query = Callable[[Tensor], Tensor]
 # --------------------------------------------------------------------------- validation helpers
 
 
-def _check_samples(samples: int, name: str = "samples") -> int:
-    if isinstance(samples, bool) or not isinstance(samples, int):
-        try:
-            ok = float(samples) == int(samples)  # accept numpy / tensor integers
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"`{name}` must be a positive integer (number of directions M), got {samples!r}")
-        samples = int(samples)
-    if samples < 1:
-        raise ValueError(f"`{name}` must be >= 1 (number of random directions M), got {samples}")
-    return samples
-
-
-def _check_mu(mu: float) -> float:
-    try:
-        mu_f = float(mu)
-    except (TypeError, ValueError):
-        raise ValueError(f"`mu` must be a positive finite number (finite-difference step), got {mu!r}") from None
-    if not math.isfinite(mu_f) or mu_f <= 0.0:
-        raise ValueError(
-            f"`mu` must be a positive finite number (finite-difference step), got {mu!r}; "
-            "typical values are 1e-4 (noise-free) to 1e-2 (noisy read-out)"
-        )
-    return mu_f
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown direction `kind` {kind!r}; valid values: {', '.join(map(repr, KINDS))}")
-
-
-def _check_scheme(scheme: str) -> None:
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown `scheme` {scheme!r}; valid values: {', '.join(map(repr, SCHEMES))}")
-
-
-def _check_tensor(name: str, t: object, ndim: int, expected: str) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor of shape {expected}, got {type(t).__name__}")
-    if t.dim() != ndim:
-        raise ValueError(f"`{name}` must have shape {expected}, got shape {tuple(t.shape)}")
-    return t
-
-
-def _check_finite(name: str, t: Tensor, who: str) -> None:
-    # A finite sum implies finite entries; only a non-finite sum (or an overflow) needs the full check.
-    if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(
-            f"{who} returned non-finite values in `{name}` ({bad} of {t.numel()} entries are NaN/Inf): "
-            "the device returned NaN/Inf; check its parameters, input scale and non-idealities"
-        )
-
-
 def _check_batch(X: Tensor, V: Tensor, f0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Check the inputs ``X`` (n, d_in), upstream errors ``V`` (n, d_out) and ``f0 = f(X; w)``."""
-    X = _check_tensor("X", X, 2, "(n, d_in)")
-    V = _check_tensor("V", V, 2, f"(n, d_out) with n = {X.shape[0]} rows like X")
+    X = checks.tensor(X, "X", 2, "(n, d_in)")
+    V = checks.tensor(V, "V", 2, f"(n, d_out) with n = {X.shape[0]} rows like X")
     n, d_out = X.shape[0], V.shape[1]
     if V.shape[0] != n:
-        raise ValueError(f"`V` must have shape (n, d_out) = ({n}, d_out) with one row per row of X, got {tuple(V.shape)}")
+        raise ValueError(f"`V` must have shape (n, d_out) = ({n}, d_out), one row per row of X, "
+                         f"got {tuple(V.shape)}")
     if f0 is not None:
-        f0 = _check_tensor("f0", f0, 2, f"(n, d_out) = ({n}, {d_out})")
+        f0 = checks.tensor(f0, "f0", 2, f"(n, d_out) = ({n}, {d_out})")
         if tuple(f0.shape) != (n, d_out):
             raise ValueError(f"`f0` must have shape (n, d_out) = ({n}, {d_out}) like V, got {tuple(f0.shape)}")
-        _check_finite("f0", f0, "the forward pass (`f0`)")
+        checks.finite(f0, "f0", "the forward pass (`f0`)")
     return X, V, f0
 
 
@@ -127,8 +75,15 @@ def _check_output(Y: Tensor, expected: tuple[int, ...], who: str) -> Tensor:
         raise TypeError(f"{who} must return a torch.Tensor of shape {expected}, got {type(Y).__name__}")
     if tuple(Y.shape) != expected:
         raise ValueError(f"{who} returned shape {tuple(Y.shape)}, expected {expected}")
-    _check_finite("output", Y, who)
-    return Y
+    return checks.finite(Y, "output", who)
+
+
+def _check_settings(samples: int, mu: float, kind: str) -> tuple[int, float]:
+    M = checks.count(samples, "samples", what="number of random directions M")
+    mu = checks.positive_number(mu, "mu", "the finite-difference step; typical values are 1e-4 (noise-free) "
+                                "to 1e-2 (noisy read-out)")
+    checks.choice(kind, "kind", KINDS)
+    return M, mu
 
 
 # --------------------------------------------------------------------------- directions
@@ -140,9 +95,12 @@ def directions(
     kind: str = "gaussian",
     generator: torch.Generator | None = None,
     dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
+    torch_device: torch.device | str | None = None,
 ) -> Tensor:
     """Draw ``M`` random perturbation directions in ``R^p``, with ``E[u u^T] = I_p``.
+
+    The rows come from :func:`hybridlab.sketch.random_rows`, the package's one source of random
+    probes.
 
     Args:
         M: number of directions (>= 1).
@@ -150,30 +108,19 @@ def directions(
         kind: ``'gaussian'`` (entries N(0, 1)) or ``'rademacher'`` (entries +-1 with
             probability 1/2 each; ``||u||^2 = p`` exactly, lower variance of the estimate).
         generator: source of randomness; numbers are drawn on the generator's device and then
-            moved to ``device``, so a CPU generator gives the same directions on every device.
-            ``None`` uses the global RNG of ``device``.
+            moved to ``torch_device``. ``None`` uses the global generator.
         dtype: floating dtype of the result (default: torch's default dtype).
-        device: device of the result (default: the generator's device, else CPU).
+        torch_device: where the result lives (default: the generator's device).
 
     Returns:
         Tensor of shape (M, p).
 
     Cost: none (no query).
     """
-    M = _check_samples(M, "M")
-    if isinstance(p, bool) or not isinstance(p, int) or p < 1:
-        raise ValueError(f"`p` must be a positive integer (number of parameters), got {p!r}")
-    _check_kind(kind)
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not dtype.is_floating_point:
-        raise ValueError(f"`dtype` must be a floating dtype, got {dtype}")
-    draw_device = generator.device if generator is not None else (device if device is not None else "cpu")
-    if kind == "gaussian":
-        U = torch.randn(M, p, generator=generator, dtype=dtype, device=draw_device)
-    else:
-        bits = torch.randint(0, 2, (M, p), generator=generator, device=draw_device)
-        U = bits.to(dtype).mul_(2).sub_(1)
-    return U if device is None else U.to(device)
+    M = checks.count(M, "M", what="number of random directions")
+    p = checks.count(p, "p", what="number of parameters")
+    checks.choice(kind, "kind", KINDS)
+    return random_rows(M, p, kind, generator=generator, dtype=dtype, torch_device=torch_device)
 
 
 # --------------------------------------------------------------------------- dL/dw
@@ -250,11 +197,9 @@ def zo_gradient(
             ``w``/``X``/``V``/``f0``/``U`` or of the query output, compressed batch on a
             device not linear in x, or non-finite (NaN/Inf) device output.
     """
-    M = _check_samples(samples)
-    mu = _check_mu(mu)
-    _check_kind(kind)
-    _check_scheme(scheme)
-    w = _check_tensor("w", w, 1, "(p,)")
+    M, mu = _check_settings(samples, mu, kind)
+    checks.choice(scheme, "scheme", SCHEMES)
+    w = checks.tensor(w, "w", 1, "(p,)")
     X, V, f0 = _check_batch(X, V, f0)
     p = w.shape[0]
     n, d_out = V.shape
@@ -264,9 +209,9 @@ def zo_gradient(
             "for y = A x); this device is not (linear_in_x=False): use compressed=False"
         )
     if U is None:
-        U = directions(M, p, kind, generator=generator, dtype=w.dtype, device=w.device)
+        U = directions(M, p, kind, generator=generator, dtype=w.dtype, torch_device=w.device)
     else:
-        U = _check_tensor("U", U, 2, f"(samples, p) = ({M}, {p})")
+        U = checks.tensor(U, "U", 2, f"(samples, p) = ({M}, {p})")
         if tuple(U.shape) != (M, p):
             raise ValueError(f"`U` must have shape (samples, p) = ({M}, {p}), got {tuple(U.shape)}")
         U = U.to(dtype=w.dtype, device=w.device)
@@ -350,14 +295,12 @@ def zo_input_gradient(
         ValueError: bad ``samples``/``mu``/``kind``, shape mismatch of ``X``/``V``/``f0`` or
             of the query output, non-finite (NaN/Inf) device output.
     """
-    M = _check_samples(samples)
-    mu = _check_mu(mu)
-    _check_kind(kind)
+    M, mu = _check_settings(samples, mu, kind)
     X, V, f0 = _check_batch(X, V, f0)
     n, d_in = X.shape
     d_out = V.shape[1]
 
-    U = directions(M * n, d_in, kind, generator=generator, dtype=X.dtype, device=X.device).reshape(M, n, d_in)
+    U = directions(M * n, d_in, kind, generator=generator, dtype=X.dtype, torch_device=X.device).reshape(M, n, d_in)
     Xp = (X + mu * U).reshape(M * n, d_in)  # row i*n + b is x_b + mu u_ib
     inputs = Xp if f0 is not None else torch.cat([X, Xp])
     Y = _check_output(query(inputs), (inputs.shape[0], d_out), "query")

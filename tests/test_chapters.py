@@ -7,7 +7,8 @@
   ``parameters`` cell, a fresh ``python3`` kernel, the chapter folder as working directory): it
   must not raise and must finish within :data:`MAX_SECONDS`;
 * the tracking table that chapter 4 prints (cell tagged ``tracking-table``, exact numbers attached
-  to the output's metadata by ``hybridlab.plots.show_table``) equals a fresh call of :func:`hybridlab.experiments.tracking_table`
+  to the output's metadata by ``hybridlab.plots.show_table``) equals a fresh call of
+  :func:`hybridlab.experiments.tracking_table`
   with the configuration printed next to it.
 """
 
@@ -60,7 +61,8 @@ def test_chapter_is_clean_and_complete(path: Path):
     assert code, f"{path.name} has no code cells"
     first = code[0]
     assert "parameters" in first.metadata.get("tags", []), f"{path.name}: first code cell must be tagged 'parameters'"
-    assert re.search(r"^QUICK\s*=\s*False\b", first.source, re.M), f"{path.name}: parameters cell must set QUICK = False"
+    assert re.search(r"^QUICK\s*=\s*False\b", first.source, re.M), \
+        f"{path.name}: parameters cell must set QUICK = False"
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"{path.name}: committed outputs in cells {dirty} (strip them)"
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
@@ -120,7 +122,7 @@ def test_tracking_table_matches_experiments(tmp_path_factory):
 DEVICE_CHAPTERS = {"06_vision.ipynb": "vision", "07_audio.ipynb": "audio", "08_text.ipynb": "text"}
 RESULTS_TAG = "results-table"
 SETTINGS_TAG = "settings-table"
-#: training code that must not appear in these chapters: every run goes through hybridlab.cli.run
+#: training code that must not appear in these chapters: every run goes through hybridlab.recipes.run
 FORBIDDEN = ("train_classifier", "train_language_model", "replace_linear", "BlackBoxLinear(", ".backward(",
              "optim.", "zero_grad")
 
@@ -150,9 +152,9 @@ def test_device_chapter_trains_only_through_the_cli_and_documents_reruns(path: P
     assert re.search(r"^DEVICES\s*=\s*\(\"slm\",\s*\"mrr\",\s*\"mzi\",\s*\"ideal\"\)", params, re.M)
     assert re.search(r"^METHODS\s*=\s*\(\"surrogate\",\s*\"static\"\)", params, re.M)
     sources = "\n".join(c.source for c in code)
-    assert "ex.compare_devices(" in sources and "cli.load_data(" in sources
+    assert "ex.compare_devices(" in sources and "recipes.load_data(" in sources
     used = [f for f in FORBIDDEN if f in sources]
-    assert not used, f"{path.name} trains outside hybridlab.cli.run: {used}"
+    assert not used, f"{path.name} trains outside hybridlab.recipes.run: {used}"
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     task = DEVICE_CHAPTERS[path.name]
     assert f"python -m hybridlab train --task {task}" in markdown and "--data-dir" in markdown
@@ -164,12 +166,12 @@ def test_device_chapter_trains_only_through_the_cli_and_documents_reruns(path: P
 @pytest.mark.slow
 @pytest.mark.parametrize("path", _device_chapters(), ids=lambda p: p.stem)
 def test_device_chapter_tables_are_what_hybridlab_computes(path: Path, tmp_path_factory):
-    """The QUICK run shows the settings of cli.settings, a row per run with the right seeds, budgets
-    that are zero only for digital, and numbers that a fresh cli.run repeats."""
+    """The QUICK run shows the settings of recipes.settings, a row per run with the right seeds, budgets
+    that are zero only for digital, and numbers that a fresh recipes.run repeats."""
     import torch
 
-    from hybridlab import cli
     from hybridlab import experiments as ex
+    from hybridlab import recipes
 
     nb, _ = _run_quick(path, tmp_path_factory.mktemp("chapters"))
     task = DEVICE_CHAPTERS[path.name]
@@ -193,7 +195,7 @@ def test_device_chapter_tables_are_what_hybridlab_computes(path: Path, tmp_path_
     threads = torch.get_num_threads()
     torch.set_num_threads(config["threads"])  # as in the chapter
     try:
-        fresh = cli.run(task, "mzi", "surrogate", seed=0, quick=True)
+        fresh = recipes.run(task, "mzi", "surrogate", seed=0, quick=True)
     finally:
         torch.set_num_threads(threads)
     row = next(r for r in rows if (r["method"], r["device"]) == ("surrogate", "mzi"))

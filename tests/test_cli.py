@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from hybridlab.cli import ALL_METHODS, DEFAULTS, TASKS, main, run, settings
+from hybridlab.cli import main
 from hybridlab.devices import DEVICES
+from hybridlab.recipes import ALL_METHODS, DEFAULTS, TASKS, run, settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON_KEYS = {"task": str, "device": str, "method": str, "layer": str, "metric": str, "dataset": dict,

@@ -66,7 +66,8 @@ def test_fetch_writes_verified_file_and_then_uses_cache(tmp_path):
 
 
 def test_checksum_mismatch_removes_file_and_names_hashes(tmp_path):
-    fake = lambda url, path: Path(path).write_bytes(b"corrupt")  # noqa: E731
+    def fake(url, path):
+        return Path(path).write_bytes(b"corrupt")
     good = sha(b"good data")
     with pytest.raises(data.ChecksumError) as info:
         data.fetch("http://x/f.bin", sha256=good, fname="f.bin", cache=tmp_path, downloader=fake)
@@ -77,7 +78,8 @@ def test_checksum_mismatch_removes_file_and_names_hashes(tmp_path):
 
 def test_corrupt_cached_file_is_downloaded_again(tmp_path):
     (tmp_path / "f.bin").write_bytes(b"stale")
-    fake = lambda url, path: Path(path).write_bytes(b"good data")  # noqa: E731
+    def fake(url, path):
+        return Path(path).write_bytes(b"good data")
     with pytest.warns(UserWarning, match="downloading it again"):
         path = data.fetch(
             "u", sha256=sha(b"good data"), fname="f.bin", cache=tmp_path, downloader=fake
@@ -123,7 +125,7 @@ def test_download_through_local_http_server(tmp_path):
         path = data.fetch(
             [bad_mirror, url], sha256=sha((served / "input.txt").read_bytes()), fname="input.txt",
             cache=tmp_path / "cache",
-        )  # fmt: skip
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -262,7 +264,7 @@ def test_fsdd_empty_folder_is_a_clear_error(tmp_path):
     "rate, dtype, channels",
     [(8000, np.int16, 1), (16000, np.int16, 1), (44100, np.int16, 2), (22050, np.float32, 1),
      (11025, np.uint8, 1), (48000, np.int32, 2)],
-)  # fmt: skip
+)
 def test_read_wav_resamples_to_8khz_mono(tmp_path, rate, dtype, channels):
     path = tmp_path / "1_a_1.wav"
     write_wav(path, rate, 1.0, dtype=dtype, channels=channels)

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridlab.devices import DEVICES, MRR, MZIMesh, Device, make_device, mzi_coefficients
+from hybridlab.devices import DEVICES, MRR, Device, MZIMesh, make_device, mzi_coefficients
 from hybridlab.devices.base import neighbour_mean, neighbour_sum, quantise_periodic, quantise_unit
 
 NAMES = ["ideal", "slm", "mrr", "mzi"]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from hybridlab import cli, plots, recipes
 from hybridlab import experiments as ex
-from hybridlab import plots
 from hybridlab.lowrank import eckart_young_error, truncated_svd
 
 torch.set_num_threads(1)
@@ -129,10 +129,12 @@ def test_oracle_gradient_matches_finite_differences():
     g = ex.oracle_gradient(dev, w, X, V)
     e = torch.zeros_like(w)
     e[3] = 1e-6
-    phi = lambda ww: float(((X @ dev.transfer_matrix(ww).mT) * V).sum())  # noqa: E731
+    def phi(ww):
+        return float(((X @ dev.transfer_matrix(ww).mT) * V).sum())
     assert float(g[3]) == pytest.approx((phi(w + e) - phi(w - e)) / 2e-6, rel=1e-5)
     gi = ex.oracle_gradient(dev, w, X, V, intensity=True)
-    phi2 = lambda ww: float(((X @ dev.transfer_matrix(ww).mT).square() * V).sum())  # noqa: E731
+    def phi2(ww):
+        return float(((X @ dev.transfer_matrix(ww).mT).square() * V).sum())
     assert float(gi[3]) == pytest.approx((phi2(w + e) - phi2(w - e)) / 2e-6, rel=1e-5)
 
 
@@ -145,8 +147,10 @@ def test_cosine_and_smoothing():
 
 
 def test_finite_difference_errors_follow_the_schemes():
-    f = lambda w: torch.sin(3 * w[..., 0])  # noqa: E731
-    df = lambda w: 3 * torch.cos(3 * w[..., 0])  # noqa: E731
+    def f(w):
+        return torch.sin(3 * w[..., 0])
+    def df(w):
+        return 3 * torch.cos(3 * w[..., 0])
     fwd = ex.finite_difference_errors(f, df, 0.7, [1e-2, 1e-3], scheme="forward", trials=1)
     cen = ex.finite_difference_errors(f, df, 0.7, [1e-2, 1e-3], scheme="central", trials=1)
     assert fwd[1] < fwd[0] and cen[0] < fwd[0]
@@ -357,20 +361,18 @@ def test_interactive_figure_renders_into_the_output_widget():
 @pytest.fixture(scope="module")
 def vision_comparison():
     """A real quick comparison: digital + surrogate/static on slm, surrogate only on ideal, 2 seeds."""
-    from hybridlab import cli
-
     calls = []
-    real_run = cli.run
+    real_run = recipes.run
 
     def spy(*args, **kwargs):
         calls.append((args, kwargs))
         return real_run(*args, **kwargs)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(cli, "run", spy)
+    mp.setattr(recipes, "run", spy)
     try:
-        results = ex.compare_devices("vision", ("slm", "ideal"), {"slm": ("surrogate", "static"), "ideal": ("surrogate",)},
-                                     seeds=(0, 1), quick=True)
+        plan = {"slm": ("surrogate", "static"), "ideal": ("surrogate",)}
+        results = ex.compare_devices("vision", ("slm", "ideal"), plan, seeds=(0, 1), quick=True)
     finally:
         mp.undo()
     return results, calls
@@ -394,9 +396,7 @@ def test_compare_devices_trains_digital_once_per_seed_through_cli_run(vision_com
 
 
 def test_compare_devices_checks_names_before_training(monkeypatch):
-    from hybridlab import cli
-
-    monkeypatch.setattr(cli, "run", lambda *a, **k: pytest.fail("trained before checking the arguments"))
+    monkeypatch.setattr(recipes, "run", lambda *a, **k: pytest.fail("trained before checking the arguments"))
     with pytest.raises(ValueError, match="unknown device"):
         ex.compare_devices("vision", ("slm", "nope"), seeds=(0,), quick=True)
     with pytest.raises(ValueError, match="unknown method"):
@@ -450,8 +450,10 @@ def test_comparison_rows_of_bits_per_char_are_not_scaled_and_std_is_population()
 
 def test_check_targets_of_accuracy_and_of_bits():
     rows = [{"method": "digital", "device": "—", "mean": 98.0}, {"method": "surrogate", "device": "slm", "mean": 96.6},
-            {"method": "static", "device": "slm", "mean": 97.0}, {"method": "surrogate", "device": "mzi", "mean": 96.4},
-            {"method": "static", "device": "mzi", "mean": 90.0}, {"method": "surrogate", "device": "ideal", "mean": 98.0}]
+            {"method": "static", "device": "slm", "mean": 97.0},
+            {"method": "surrogate", "device": "mzi", "mean": 96.4},
+            {"method": "static", "device": "mzi", "mean": 90.0},
+            {"method": "surrogate", "device": "ideal", "mean": 98.0}]
     got = {c["device"]: c for c in ex.check_targets(rows, "vision")}
     assert got["slm"]["threshold"] == pytest.approx(96.5)
     assert got["slm"]["meets_target"] and got["slm"]["beats_static"] is False
@@ -468,43 +470,38 @@ def test_check_targets_of_accuracy_and_of_bits():
 
 
 def test_settings_table_shows_cli_settings():
-    from hybridlab import cli
-
     for task in ("vision", "text"):
         rows = ex.settings_table(task, ex.CHAPTER_DEVICES)
-        assert [r["setting"] for r in rows] == list(cli.settings(task, "slm"))
+        assert [r["setting"] for r in rows] == list(recipes.settings(task, "slm"))
         for r in rows:
             if r["setting"] == "lr_device":
                 for d in ex.CHAPTER_DEVICES:
-                    assert f"{d} {cli.settings(task, d)['lr_device']:g}" in r["value"]
+                    assert f"{d} {recipes.settings(task, d)['lr_device']:g}" in r["value"]
             else:
-                assert r["value"] == cli.settings(task, "mzi")[r["setting"]]
+                assert r["value"] == recipes.settings(task, "mzi")[r["setting"]]
             assert r["meaning"], r["setting"]
     quick = {r["setting"]: r["value"] for r in ex.settings_table("vision", ("mzi",), quick=True)}
-    assert quick["epochs"] == cli.QUICK["vision"]["epochs"] and quick["lr_device"] == cli.settings("vision", "mzi")["lr_device"]
+    assert quick["epochs"] == recipes.QUICK["vision"]["epochs"]
+    assert quick["lr_device"] == recipes.settings("vision", "mzi")["lr_device"]
 
 
 def test_surrogate_update_cost_against_a_full_reread():
-    from hybridlab import cli
-
-    vision = ex.surrogate_update_cost("vision", cli.load_data("vision", quick=True))
+    vision = ex.surrogate_update_cost("vision", recipes.load_data("vision", quick=True))
     assert (vision["d_in"], vision["rank"], vision["sketch"]) == (64, 16, 32)
     assert vision["implicit_queries"] == 96 and vision["reread_queries"] == 64 and not vision["implicit_cheaper"]
-    text = ex.surrogate_update_cost("text", cli.load_data("text", quick=True))
+    text = ex.surrogate_update_cost("text", recipes.load_data("text", quick=True))
     assert text["implicit_queries"] == 2 * 32 + 2 * 32 and text["largest_cheaper_sketch"] < 1
-    small = ex.surrogate_update_cost("vision", cli.load_data("vision", quick=True), rank=4, sketch=8)
+    small = ex.surrogate_update_cost("vision", recipes.load_data("vision", quick=True), rank=4, sketch=8)
     assert small["implicit_queries"] == 24 and small["implicit_cheaper"]
     s_max, r = small["largest_cheaper_sketch"], small["rank"]
     assert 2 * r + 2 * s_max < 64 <= 2 * r + 2 * (s_max + 1)
     with pytest.raises(ValueError, match="not a Linear"):
-        ex.surrogate_update_cost("vision", cli.load_data("vision", quick=True), layer="features")
+        ex.surrogate_update_cost("vision", recipes.load_data("vision", quick=True), layer="features")
 
 
 def test_measured_update_cost_is_2r_plus_2s_queries_per_step(vision_comparison):
-    from hybridlab import cli
-
     results, _ = vision_comparison
-    s = cli.settings("vision", quick=True)
+    s = recipes.settings("vision", quick=True)
     measured = ex.measured_update_cost(results)
     assert [(m["device"], m["seed"]) for m in measured] == [("slm", 0), ("slm", 1)]  # ideal has no static run
     for m in measured:
@@ -513,8 +510,6 @@ def test_measured_update_cost_is_2r_plus_2s_queries_per_step(vision_comparison):
 
 
 def test_rerun_command_parses_back_to_the_same_run(vision_comparison):
-    from hybridlab import cli
-
     results, _ = vision_comparison
     for r in results[:3]:
         argv = ex.rerun_command(r, out="x.json").split()
@@ -559,15 +554,14 @@ def test_learning_curves_and_budget_figures_draw_the_results(vision_comparison):
 
 
 def test_compare_devices_in_worker_processes_gives_the_same_results():
-    from hybridlab import cli
-
-    data = cli.load_data("vision", quick=True)
+    data = recipes.load_data("vision", quick=True)
     kw = {"devices": ("mzi",), "methods": ("surrogate",), "seeds": (0, 1), "quick": True, "data": data}
     serial = ex.compare_devices("vision", **kw)  # this file runs torch with one thread, like the workers
     parallel = ex.compare_devices("vision", workers=2, **kw)
     assert [(r["seed"], r["method"]) for r in parallel] == [(r["seed"], r["method"]) for r in serial]
     for a, b in zip(serial, parallel):
-        assert (a["accuracy"], a["queries"], a["reconfigurations"]) == (b["accuracy"], b["queries"], b["reconfigurations"])
+        keys = ("accuracy", "queries", "reconfigurations")
+        assert [a[k] for k in keys] == [b[k] for k in keys]
         assert a["history"]["metric"] == b["history"]["metric"]
     with pytest.raises(ValueError, match="workers"):
         ex.compare_devices("vision", workers=0, **kw)

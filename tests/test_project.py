@@ -42,3 +42,91 @@ def test_no_hard_coded_cpu_in_the_package():
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "hybridlab").rglob("*.py")
                  if re.search(r"""device\s*=\s*["']cpu["']|torch\.device\(["']cpu["']\)""", p.read_text())]
     assert not offenders, f"hard-coded CPU in {offenders}"
+
+
+# ------------------------------------------------------------------------------ package anatomy
+PACKAGE = ROOT / "hybridlab"
+MAX_MODULE_LINES = 600
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The hybridlab modules that ``path`` imports, at the top or inside functions."""
+    import ast
+
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from pkg import sub` imports the submodule pkg.sub when there is one
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in modules and t != name)
+    return found
+
+
+def test_the_package_imports_flow_one_way_and_only_the_entry_points_import_the_command_line():
+    graph = {_module_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+    importers_of_cli = sorted(m for m, deps in graph.items() if "hybridlab.cli" in deps)
+    assert importers_of_cli == ["hybridlab.__main__"], f"modules importing hybridlab.cli: {importers_of_cli}"
+
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                cycle = path[path.index(d):] + [d]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+
+
+def test_importing_the_experiments_does_not_import_the_command_line():
+    import subprocess
+    import sys
+
+    code = "import sys, hybridlab.experiments; print('hybridlab.cli' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_no_module_of_the_package_is_long():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {long}"
+
+
+def test_ruff_passes():
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    proc = subprocess.run([ruff, "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_chapter_uses_the_same_kernel():
+    specs = {json.dumps(json.loads(p.read_text())["metadata"].get("kernelspec"), sort_keys=True)
+             for p in (ROOT / "chapters").glob("*.ipynb")}
+    assert len(specs) == 1, f"chapters use several kernelspecs: {specs}"

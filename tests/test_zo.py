@@ -267,8 +267,11 @@ def test_bad_arguments_name_the_argument():
     w, X, V = problem(0)
     qa = make_query_at(A_linear)
     ok = dict(samples=4, mu=1e-3)
-    for samples in (0, -3, 2.5):
+    for samples in (0, -3):
         with pytest.raises(ValueError, match="`samples`"):
+            zo_gradient(qa, w, X, V, samples=samples, mu=1e-3)
+    for samples in (2.5, 10.0, True):  # counts are integers everywhere in the package
+        with pytest.raises(TypeError, match="`samples`"):
             zo_gradient(qa, w, X, V, samples=samples, mu=1e-3)
     for mu in (0.0, -1e-3, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="`mu`"):
@@ -352,7 +355,8 @@ def test_input_gradient_nonlinear_in_x_and_f0():
 
 def test_input_gradient_validation():
     w, X, V = problem(0)
-    query = lambda Z: Z @ A_linear(w).T  # noqa: E731
+    def query(Z):
+        return Z @ A_linear(w).T
     with pytest.raises(ValueError, match="`samples`"):
         zo_input_gradient(query, X, V, samples=0, mu=1e-3)
     with pytest.raises(ValueError, match="`mu`"):

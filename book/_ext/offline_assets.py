@@ -77,7 +77,7 @@ def configure(app: Sphinx, config) -> None:
         used.append("ipywidgets embedder")
     if _have(PLOTLY):
         used.append("plotly.js")
-    app.offline_assets_plotly = URL_PREFIX + PLOTLY if _have(PLOTLY) else _plotly_cdn()  # type: ignore[attr-defined]
+    app.offline_assets_plotly = URL_PREFIX + PLOTLY if _have(PLOTLY) else _plotly_cdn()
     missing = {"MathJax", "ipywidgets embedder", "plotly.js"} - set(used)
     if missing:
         logger.info(
@@ -110,7 +110,7 @@ def add_page_scripts(app: Sphinx, pagename: str, templatename: str, context: dic
         return
     body = context.get("body") or ""
     if "Plotly.newPlot" in body:
-        app.add_js_file(app.offline_assets_plotly, priority=450, charset="utf-8")  # type: ignore[attr-defined]
+        app.add_js_file(app.offline_assets_plotly, priority=450, charset="utf-8")
     if "application/vnd.jupyter.widget-view+json" in body:
         app.add_js_file(None, body=MATHJAX2_SHIM, priority=460)
 

@@ -7,8 +7,9 @@ training code moves them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -73,7 +74,7 @@ class Dataset:
             f"{s['n_classes']} classes, input {s['input_shape']}"
         )
 
-    def subsample(self, n_train: int, n_test: int, *, seed: int = 0) -> "Dataset":
+    def subsample(self, n_train: int, n_test: int, *, seed: int = 0) -> Dataset:
         """A seeded random subset with at most ``n_train`` / ``n_test`` examples (order kept)."""
         g = torch.Generator().manual_seed(seed)
 

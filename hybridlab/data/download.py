@@ -18,8 +18,8 @@ import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 CACHE_ENV = "HYBRIDLAB_CACHE"
 

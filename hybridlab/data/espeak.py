@@ -111,7 +111,7 @@ class Espeak:
         lib.espeak_Synth.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-        ]  # fmt: skip
+        ]
         lib.espeak_Info.restype = ctypes.c_char_p
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self._home, 0)
         if rate <= 0:
@@ -145,7 +145,7 @@ class Espeak:
     def synthesize(
         self, text: str, *, voice: str = "en", rate: int = 175, pitch: int = 50,
         pitch_range: int = 50, seed: int = 0,
-    ) -> np.ndarray:  # fmt: skip
+    ) -> np.ndarray:
         """Speak ``text``; return int16 samples at :attr:`sample_rate` Hz (22050).
 
         Args:
@@ -203,7 +203,7 @@ class EspeakConfig:
     seed: int = 0
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "EspeakConfig":
+    def quick(cls, seed: int = 0) -> EspeakConfig:
         """A small configuration for tests: 26 voices x 1 setting x 10 words = 260 utterances."""
         return cls(voices=QUICK_VOICES, settings_per_voice=1, seed=seed)
 
@@ -260,7 +260,7 @@ def synthesize_digits(config: EspeakConfig, espeak: Espeak | None = None) -> Spo
             raw = espeak.synthesize(
                 word, voice=config.voices[v], rate=rate, pitch=pitch, pitch_range=rng_,
                 seed=config.seed,
-            )  # fmt: skip
+            )
             speech = trim_silence(raw.astype(np.float32) / 32768.0)
             if len(speech) == 0:
                 raise RuntimeError(f"eSpeak produced silence for {word!r} ({config.voices[v]})")
@@ -271,11 +271,14 @@ def synthesize_digits(config: EspeakConfig, espeak: Espeak | None = None) -> Spo
             pitches.append(pitch)
             ranges.append(rng_)
     meta = {"espeak_version": espeak.version, "seconds": time.perf_counter() - start}
-    as_int = lambda a: np.asarray(a, dtype=np.int64)  # noqa: E731
+
+    def as_int(a):
+        return np.asarray(a, dtype=np.int64)
+
     return SpokenDigits(
         config, waves, as_int(labels), as_int(voice_ids), as_int(rates), as_int(pitches),
         as_int(ranges), meta,
-    )  # fmt: skip
+    )
 
 
 def _quantise(x: np.ndarray) -> np.ndarray:

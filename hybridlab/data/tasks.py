@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 from .audio import load_fsdd
 from .bundle import DataFallbackWarning, Dataset

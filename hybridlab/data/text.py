@@ -191,12 +191,12 @@ def load_text_corpus(
         return make_corpus(
             "pydoc-topics", pydoc_topics_text(), val_fraction=val_fraction,
             meta={"source": "pydoc_data.topics"},
-        )  # fmt: skip
+        )
     if source is None:
         source = fetch(
             TINY_SHAKESPEARE_URL, sha256=TINY_SHAKESPEARE_SHA256, fname="input.txt",
             subdir="tinyshakespeare",
-        )  # fmt: skip
+        )
     text, path = read_text_file(source)
     name = "tiny-shakespeare" if text.startswith("First Citizen:") else "text-file"
     return make_corpus(name, text, val_fraction=val_fraction, meta={"source": str(path)})

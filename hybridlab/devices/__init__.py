@@ -1,5 +1,6 @@
 """Simulated photonic devices behind one query-only interface (ALGORITHMS.md sections 2 and 6).
 
+>>> import torch
 >>> from hybridlab.devices import make_device
 >>> dev = make_device("mzi", d_in=8, d_out=4, noise=0.01, seed=1)
 >>> dev.configure(dev.init_params())
@@ -8,8 +9,6 @@ torch.Size([5, 4])
 """
 
 from __future__ import annotations
-
-import torch
 
 from .base import Device
 from .ideal import IdealDevice

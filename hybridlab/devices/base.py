@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import checks
+
 __all__ = [
     "Device",
     "neighbour_mean",
@@ -101,26 +103,6 @@ def _seed_from(seed: int, stream: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_nonneg(value: Any, name: str, maximum: float | None = None) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a non-negative number, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if maximum is not None and v > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
-    return v
-
-
 # --------------------------------------------------------------------------------------------
 # the device
 # --------------------------------------------------------------------------------------------
@@ -177,16 +159,16 @@ class Device(torch.nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        self.d_in = _check_int(d_in, "d_in", 1)
-        self.d_out = _check_int(d_out, "d_out", 1)
-        self.bits = None if bits is None else _check_int(bits, "bits", 1)
+        self.d_in = checks.count(d_in, "d_in")
+        self.d_out = checks.count(d_out, "d_out")
+        self.bits = None if bits is None else checks.count(bits, "bits", what="phase quantisation bits")
         if self.bits is not None and self.bits > 30:
             raise ValueError(f"bits must be <= 30 (use bits=None for continuous phases), got {bits}")
-        self.crosstalk = _check_nonneg(crosstalk, "crosstalk")
-        self.fab_error = _check_nonneg(fab_error, "fab_error")
-        self.noise = _check_nonneg(noise, "noise")
-        self.drift = _check_nonneg(drift, "drift")
-        self.seed = _check_int(seed, "seed", 0)
+        self.crosstalk = checks.nonnegative_number(crosstalk, "crosstalk")
+        self.fab_error = checks.nonnegative_number(fab_error, "fab_error")
+        self.noise = checks.nonnegative_number(noise, "noise")
+        self.drift = checks.nonnegative_number(drift, "drift")
+        self.seed = checks.count(seed, "seed", minimum=0)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         given = {"bits": self.bits is not None, "crosstalk": self.crosstalk > 0,
@@ -441,7 +423,7 @@ class Device(torch.nn.Module):
 
         Each step adds ``N(0, drift^2)`` to every effective phase; no-op when ``drift == 0``.
         """
-        steps = _check_int(steps, "steps", 0)
+        steps = checks.count(steps, "steps", minimum=0)
         if self.drift == 0 or steps == 0:
             return
         with torch.no_grad():
@@ -515,7 +497,7 @@ class Device(torch.nn.Module):
             self._gen.manual_seed(_seed_from(self.seed, 3 + digest))
         self._cache = None
 
-    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+    def _apply(self, fn, recurse: bool = True):
         # .to()/.cuda()/.double(): keep the generator on the buffers' device, drop the cache.
         out = super()._apply(fn, recurse)
         self._cache = None

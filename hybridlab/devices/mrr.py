@@ -20,7 +20,6 @@ Non-idealities (all off by default):
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

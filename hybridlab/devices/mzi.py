@@ -30,7 +30,8 @@ import math
 import torch
 from torch import Tensor
 
-from .base import TWO_PI, Device, _check_nonneg
+from .. import checks
+from .base import TWO_PI, Device
 
 __all__ = ["MZIMesh", "mzi_coefficients"]
 
@@ -80,8 +81,8 @@ class MZIMesh(Device):
         self, d_in: int, d_out: int, *, phase_noise: float = 0.0, loss_db: float = 0.0, **options
     ) -> None:
         super().__init__(d_in, d_out, **options)
-        self.phase_noise = _check_nonneg(phase_noise, "phase_noise")
-        self.loss_db = _check_nonneg(loss_db, "loss_db")
+        self.phase_noise = checks.nonnegative_number(phase_noise, "phase_noise")
+        self.loss_db = checks.nonnegative_number(loss_db, "loss_db")
         self.N = max(self.d_in, self.d_out)
         self.n_mzi = self.N * (self.N - 1) // 2
         # column c: (first mode lo, number of MZIs K, offset of its first MZI in theta/phi)

@@ -1,0 +1,306 @@
+"""Training recipes: the per-task defaults with their meanings, data loading, and one training run.
+
+:func:`run` trains one network, digital or hybrid, and returns a result dictionary (the JSON that
+``python -m hybridlab train`` writes); the book's task chapters and the command line both call it,
+so they compute the same numbers. The network is :func:`hybridlab.models.build_model` for the task
+with one Linear (``layer``, default :data:`hybridlab.models.DEFAULT_BLACK_BOX`) replaced by a
+:class:`~hybridlab.layer.BlackBoxLinear`; method ``digital`` keeps the plain ``nn.Linear``.
+
+Every setting has a per-task default in :data:`DEFAULTS` and a one-line meaning in
+:data:`MEANINGS` (used by the chapters' settings tables and by ``--help``). Training runs
+``epochs`` epochs (vision, audio) or ``steps`` steps (text) with AdamW, the last ``anneal``
+fraction at a tenth of both learning rates (:mod:`hybridlab.train`). The metric is the test
+accuracy (vision, audio) or the bits per character on the whole validation split (text).
+
+Result dictionary (``<metric>`` is ``accuracy`` or ``bits_per_char``)::
+
+    task, device, method, layer    str    what was trained (device is unused for 'digital')
+    metric                         str    "accuracy" (fraction in [0, 1], higher is better) or
+                                          "bits_per_char" (> 0, lower is better)
+    <metric>                       float  the final metric of this run
+    digital_<metric>               float  the same network with a plain Linear (with_digital only)
+    digital_seconds                float  wall seconds of that baseline run (with_digital only)
+    dataset                        dict   name and sizes: n_train, n_test, input_shape, n_classes
+                                          (text: n_chars, n_train, n_val, vocab_size)
+    queries, reconfigurations      int    device totals, training and evaluation (0 for digital)
+    seconds                        float  wall seconds of training and evaluation (no data loading)
+    data_seconds                   float  wall seconds spent loading the data
+    history                        dict   steps, train_loss, metric, queries, reconfigurations per
+                                          evaluation (text: metric on a few validation batches)
+    settings                       dict   every resolved hyper-parameter (lr, lr_device, rank, ...)
+    args                           dict   the arguments of :func:`run` as given (None = default)
+    seed, data_seed                int    training seed; seed of the data split and synthesis
+    torch_device, hybridlab_version, torch_version   str
+    torch_threads                  int    CPU threads of PyTorch during the run; the floating-point
+                                          sums, so the last digits, depend on it
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__, checks
+from .data import Dataset, TextCorpus, load_task
+from .devices import DEVICES
+from .layer import METHODS, BlackBoxLinear, replace_linear
+from .models import DEFAULT_BLACK_BOX, MODEL_DEFAULTS, build_model, replaceable
+from .train import History, bits_per_char, hardware_budget, train_classifier, train_language_model, windows
+
+__all__ = ["ALL_METHODS", "COMMAND_LINE", "DEFAULTS", "MEANINGS", "METRIC", "QUICK", "TASKS", "load_data", "run",
+           "settings"]
+
+TASKS: tuple[str, ...] = ("vision", "audio", "text")
+ALL_METHODS: tuple[str, ...] = ("digital", *METHODS)
+METRIC: dict[str, str] = {"vision": "accuracy", "audio": "accuracy", "text": "bits_per_char"}
+
+#: One line per setting: what it controls (the chapters' settings tables, ``--help``).
+MEANINGS: dict[str, str] = {
+    "width": "model width = size of the square black-box matrix",
+    "channels": "convolution channels",
+    "n_layer": "transformer blocks",
+    "n_head": "attention heads",
+    "block_size": "context length (characters)",
+    "epochs": "passes over the training set",
+    "steps": "optimizer steps",
+    "batch_size": "examples (text: sequences) per step",
+    "lr": "learning rate of the digital parameters (AdamW)",
+    "lr_device": "learning rate of the device parameters w",
+    "anneal": "last fraction of training at lr/10 (both rates)",
+    "rank": "surrogate rank r",
+    "samples": "zero-order samples M per step",
+    "mu": "zero-order finite-difference step",
+    "sketch": "sketch size s of the implicit surrogate update",
+    "sketch_kind": "distribution of the sketch rows",
+    "compressed": "compressed-batch ZO estimate (d_out queries per sample)",
+    "gain": "initial device gain relative to the calibrated one",
+    "rebuild_every": "full re-read every k steps (None: never)",
+    "n_train": "training examples kept, at most (quick runs)",
+    "n_test": "test examples kept, at most (quick runs)",
+    "n_val": "validation characters scored (quick runs)",
+}
+
+#: The settings that ``python -m hybridlab train`` sets with an option of the same name
+#: (``batch_size`` -> ``--batch-size``).
+COMMAND_LINE: tuple[str, ...] = ("epochs", "steps", "batch_size", "lr", "lr_device", "anneal", "width", "rank",
+                                 "samples", "mu", "sketch", "sketch_kind", "compressed", "rebuild_every", "gain")
+
+#: Per-task training defaults (the book's task chapters use these). They were tuned so that, over
+#: seeds 0-2, the surrogate method stays within 1.5 points (vision), 2 points (audio) or 5 % of the
+#: bits per character (text) of the digital network, beats the static surrogate, and a chapter
+#: (digital + surrogate + static on three devices, 3 seeds) trains in a few minutes on 2 CPU cores.
+#:
+#: * ``lr_device`` is per device: the same phase step moves an SLM matrix less than a ring near
+#:   resonance or an MZI mesh (where every phase acts on a whole column), so the device rates are
+#:   set for a comparable relative change of the matrix over training (order 1).
+#: * ``gain`` is the black box's initial output gain relative to the calibrated one (output RMS =
+#:   gain x input RMS); the transformer needs 0.1, or the device output swamps its residual stream.
+#: * text uses the compressed-batch ZO estimate (``d_out`` queries per sample instead of the 2048
+#:   tokens of a batch), which makes ``M = 100`` samples affordable; more samples make the device
+#:   updates descend rather than wander.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "vision": {
+        "epochs": 25, "batch_size": 64, "lr": 1e-2, "anneal": 0.2,
+        "rank": 16, "samples": 10, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": False,
+        "gain": 1.0, "rebuild_every": None,
+        "lr_device": {"ideal": 1e-2, "slm": 0.07, "mrr": 1e-2, "mzi": 1e-2},
+    },
+    "audio": {
+        "epochs": 15, "batch_size": 64, "lr": 1e-2, "anneal": 0.2,
+        "rank": 16, "samples": 10, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": False,
+        "gain": 1.0, "rebuild_every": None,
+        "lr_device": {"ideal": 1e-2, "slm": 0.1, "mrr": 1e-2, "mzi": 1e-2},
+    },
+    "text": {
+        "steps": 600, "batch_size": 64, "lr": 2e-3, "anneal": 0.2,
+        "rank": 32, "samples": 100, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": True,
+        "gain": 0.1, "rebuild_every": None,
+        "lr_device": {"ideal": 1e-2, "slm": 0.06, "mrr": 1e-2, "mzi": 1e-2},
+    },
+}
+
+#: Overrides of ``quick`` (tiny runs for tests): one epoch on a small subset, or a few small steps.
+QUICK: dict[str, dict[str, Any]] = {
+    "vision": {"epochs": 1, "n_train": 256, "n_test": 128},
+    "audio": {"epochs": 1, "n_train": 256, "n_test": 128},
+    "text": {"steps": 8, "batch_size": 16, "samples": 10, "n_val": 2048},
+}
+
+_LAYER_SETTINGS = ("rank", "samples", "mu", "sketch", "sketch_kind", "compressed", "rebuild_every")
+_DATA_CACHE_SIZE = 8
+
+
+# ---------------------------------------------------------------------------------------- settings
+def settings(task: str, device: str = "ideal", method: str = "surrogate", *, quick: bool = False,
+             **overrides: Any) -> dict[str, Any]:
+    """The resolved training settings of a run: :data:`DEFAULTS` ``[task]``, ``quick``, overrides.
+
+    ``overrides`` set to ``None`` are ignored (the command line passes every option). The model
+    sizes of :data:`~hybridlab.models.MODEL_DEFAULTS` (``width``, ...) are settings too.
+
+    Raises:
+        ValueError: unknown task, device or method, or an option the task does not have.
+    """
+    checks.choice(task, "task", TASKS)
+    checks.choice(device, "device", tuple(DEVICES))
+    checks.choice(method, "method", ALL_METHODS)
+    cfg = {**MODEL_DEFAULTS[task], **DEFAULTS[task]}
+    cfg["lr_device"] = cfg["lr_device"][device]
+    if quick:
+        cfg.update(QUICK[task])
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in cfg:
+            hint = {"epochs": "use steps (--steps) for text", "steps": "use epochs (--epochs) for vision and audio"}
+            raise ValueError(f"option {key!r} does not apply to the {task} task"
+                             + (f": {hint[key]}" if key in hint else ""))
+        cfg[key] = value
+    return cfg
+
+
+@functools.lru_cache(maxsize=_DATA_CACHE_SIZE)
+def _load_cached(task: str, data_dir: str | None, download: bool, quick: bool, data_seed: int):
+    return load_task(task, data_dir=data_dir, download=download, quick=quick, seed=data_seed)
+
+
+def load_data(task: str, *, data_dir: str | Path | None = None, download: bool = False, quick: bool = False,
+              data_seed: int = 0) -> Dataset | TextCorpus:
+    """The task's data (memoised per process, so repeated runs do not reload or re-synthesise).
+
+    ``quick`` keeps a seeded subset (:data:`QUICK`) for fast runs.
+    """
+    checks.choice(task, "task", TASKS)
+    data = _load_cached(task, None if data_dir is None else str(data_dir), download, quick, data_seed)
+    if quick and isinstance(data, Dataset):
+        data = data.subsample(QUICK[task]["n_train"], QUICK[task]["n_test"], seed=data_seed)
+    return data
+
+
+# ---------------------------------------------------------------------------------------- one run
+def _hybrid_model(task: str, data: Dataset | TextCorpus, device: str, method: str, layer: str, cfg: dict[str, Any],
+                  seed: int, device_options: dict[str, Any]) -> tuple[nn.Module, BlackBoxLinear | None]:
+    model = build_model(task, data, seed=seed, **{k: cfg[k] for k in MODEL_DEFAULTS[task]})
+    if not isinstance(dict(model.named_modules()).get(layer), nn.Linear):
+        raise ValueError(f"layer {layer!r} is not a Linear of the {task} model; choose one of "
+                         f"{', '.join(replaceable(model))}")
+    if method == "digital":
+        return model, None
+    black_box = replace_linear(model, layer, device, method=method, seed=seed, device_options=device_options or None,
+                               **{k: cfg[k] for k in _LAYER_SETTINGS})
+    return model, black_box
+
+
+def _fit_classifier(model: nn.Module, data: Dataset, cfg: dict[str, Any], seed: int, progress: bool,
+                    desc: str) -> tuple[History, float]:
+    X, y, Xt, yt = data
+    hist = train_classifier(model, X, y, Xt, yt, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                            lr_device=cfg["lr_device"], anneal=cfg["anneal"], gain_scale=cfg["gain"], seed=seed,
+                            progress=progress, desc=desc)
+    return hist, hist.final
+
+
+def _fit_language_model(model: nn.Module, corpus: TextCorpus, cfg: dict[str, Any], seed: int, data_seed: int,
+                        progress: bool, desc: str) -> tuple[History, float]:
+    block = model.block_size
+    for split, ids in (("training", corpus.train), ("validation", corpus.val)):
+        if len(ids) <= block + 1:
+            raise ValueError(f"the {split} split of {corpus.name} has {len(ids)} characters; it needs more than "
+                             f"the context length {block}: use a longer text")
+    g_train = torch.Generator().manual_seed(seed)
+    g_val = torch.Generator().manual_seed(data_seed + 1)
+    batch_size = cfg["batch_size"]
+    calibration, _ = corpus.batch("train", block, batch_size, torch.Generator().manual_seed(seed + 1))
+    hist = train_language_model(
+        model, lambda: corpus.batch("train", block, batch_size, g_train),
+        lambda: corpus.batch("val", block, batch_size, g_val), steps=cfg["steps"], lr=cfg["lr"],
+        lr_device=cfg["lr_device"], anneal=cfg["anneal"], gain_scale=cfg["gain"], calibration=calibration,
+        eval_every=math.ceil(cfg["steps"] / 5), eval_batches=4, progress=progress, desc=desc)
+    x, y = windows(corpus.val[: cfg["n_val"]] if "n_val" in cfg else corpus.val, block)
+    return hist, bits_per_char(model, zip(x.split(256), y.split(256)))
+
+
+def _train_one(task: str, data: Dataset | TextCorpus, device: str, method: str, layer: str, cfg: dict[str, Any],
+               seed: int, data_seed: int, torch_device: torch.device, progress: bool,
+               device_options: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    model, _ = _hybrid_model(task, data, device, method, layer, cfg, seed, device_options)
+    model.to(torch_device)
+    desc = f"{task} {method}" + ("" if method == "digital" else f" {device}")
+    if task == "text":
+        hist, metric = _fit_language_model(model, data, cfg, seed, data_seed, progress, desc)
+    else:
+        hist, metric = _fit_classifier(model, data, cfg, seed, progress, desc)
+    return {"metric": metric, "history": hist.as_dict(), "seconds": time.perf_counter() - t0, **hardware_budget(model)}
+
+
+def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: int = 0, data_seed: int = 0,
+        data: Dataset | TextCorpus | None = None, data_dir: str | Path | None = None, download: bool = False,
+        quick: bool = False, layer: str | None = None, with_digital: bool = False, progress: bool = False,
+        use_cuda: bool = True, device_options: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """Train one network and return the result dictionary (the schema of this module's docstring).
+
+    Args:
+        task: ``"vision"``, ``"audio"`` or ``"text"``.
+        device: a physical device name (:data:`hybridlab.devices.DEVICES`); unused by ``digital``.
+        method: ``"digital"`` or one of :data:`hybridlab.layer.METHODS`.
+        seed: seeds the weights, the device (fabrication, parameters), the ZO directions, the
+            sketches and the batch order.
+        data_seed: seeds the data split and synthesis (fixed by default, so that seeds vary the
+            training only and runs share one dataset).
+        data: an already loaded dataset (skips loading; ``data_dir``/``download``/``quick``
+            then only change the settings).
+        data_dir: folder (or text file) with the real dataset.
+        download: try to download the real dataset (falls back to the default with a warning).
+        quick: a tiny run for tests (:data:`QUICK`).
+        layer: name of the Linear that becomes the black box (default :data:`DEFAULT_BLACK_BOX`).
+        with_digital: also train the digital baseline and add ``digital_<metric>``.
+        progress: show tqdm progress bars (stderr).
+        use_cuda: train on the GPU when one is available.
+        device_options: physics options of the device (e.g. ``{"noise": 0.01, "bits": 8}``).
+        overrides: settings of :data:`DEFAULTS` (``epochs``, ``lr``, ``rank``, ...) and model ``width``.
+    """
+    args = {"task": task, "device": device, "method": method, "seed": seed, "data_seed": data_seed,
+            "data_dir": None if data_dir is None else str(data_dir), "download": download, "quick": quick,
+            "layer": layer, "with_digital": with_digital, "device_options": device_options, **overrides}
+    cfg = settings(task, device, method, quick=quick, **overrides)
+    layer = layer or DEFAULT_BLACK_BOX[task]
+    t0 = time.perf_counter()
+    if data is None:
+        data = load_data(task, data_dir=data_dir, download=download, quick=quick, data_seed=data_seed)
+    data_seconds = time.perf_counter() - t0
+    torch_device = torch.device("cuda" if use_cuda and torch.cuda.is_available() else "cpu")
+    options = dict(device_options or {})
+    metric = METRIC[task]
+
+    out = _train_one(task, data, device, method, layer, cfg, seed, data_seed, torch_device, progress, options)
+    result: dict[str, Any] = {"task": task, "device": device, "method": method, "layer": layer, "metric": metric,
+                              metric: out["metric"]}
+    if with_digital:
+        base = out if method == "digital" else _train_one(task, data, device, "digital", layer, cfg, seed, data_seed,
+                                                          torch_device, progress, options)
+        result[f"digital_{metric}"] = base["metric"]
+        result["digital_seconds"] = base["seconds"]
+    summary = data.summary()
+    summary.pop("input_shape", None)
+    if isinstance(data, Dataset):
+        summary["input_shape"] = list(data.input_shape)
+    if quick and task == "text":
+        summary["n_val"] = min(summary["n_val"], cfg["n_val"])
+    result.update({
+        "dataset": summary,
+        "queries": out["queries"], "reconfigurations": out["reconfigurations"],
+        "seconds": out["seconds"], "data_seconds": data_seconds,
+        "history": out["history"],
+        "settings": cfg, "device_options": options, "args": args,
+        "seed": seed, "data_seed": data_seed,
+        "torch_device": str(torch_device), "torch_threads": torch.get_num_threads(),
+        "hybridlab_version": __version__, "torch_version": torch.__version__,
+    })
+    return result
