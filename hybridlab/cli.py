@@ -23,6 +23,7 @@ import torch
 from . import __version__
 from .data import DataUnavailable
 from .devices import DEVICES
+from .layer import UPKEEPS
 from .recipes import ALL_METHODS, COMMAND_LINE, MEANINGS, TASKS, run
 from .sketch import KINDS as SKETCH_KINDS
 
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=MEANINGS[key])
         elif key == "sketch_kind":
             g.add_argument(flag, choices=SKETCH_KINDS, help=MEANINGS[key])
+        elif key == "upkeep":
+            g.add_argument(flag, choices=UPKEEPS, help=MEANINGS[key])
         else:
             g.add_argument(flag, type=types.get(key, int), help=MEANINGS[key])
     g.add_argument("--layer", help="name of the Linear to replace (default: hybridlab.models.DEFAULT_BLACK_BOX)")

@@ -35,16 +35,21 @@ from .devices import Device, make_device
 from .lowrank import check_rank, fit_identity, fit_randomized
 from .sketch import KINDS as SKETCH_KINDS
 from .sketch import random_rows
-from .surrogate import projector_splitting_step, sketched_transpose
+from .surrogate import forward_upkeep, projector_splitting_step, sketched_transpose
 from .zo import KINDS as ZO_KINDS
 from .zo import SCHEMES, zo_gradient, zo_input_gradient
 
-__all__ = ["METHODS", "BlackBoxLinear", "SurrogateSettings", "ZOSettings", "replace_linear"]
+__all__ = ["METHODS", "UPKEEPS", "BlackBoxLinear", "SurrogateSettings", "ZOSettings", "replace_linear"]
 
-METHODS: tuple[str, ...] = ("oracle", "surrogate", "static", "rebuild", "zo_only", "twin", "dfa")
-"""Training methods of a black-box layer (ALGORITHMS.md section 7)."""
+METHODS: tuple[str, ...] = ("oracle", "surrogate", "static", "rebuild", "frozen", "zo_only", "twin", "dfa")
+"""Training methods of a black-box layer: ``static`` and ``rebuild`` are the surrogate method with the
+upkeep ``"none"`` and ``"rebuild"``; ``frozen`` never trains the device (a baseline)."""
 
-_SURROGATE_METHODS = ("surrogate", "static", "rebuild")
+UPKEEPS: tuple[str, ...] = ("ksl", "cached", "rebuild", "none", "forward")
+"""How the surrogate is kept current after the device parameters moved (:class:`SurrogateSettings`)."""
+
+_SURROGATE_METHODS = ("surrogate", "static", "rebuild", "frozen")
+_METHOD_UPKEEP = {"static": "none", "rebuild": "rebuild", "frozen": "none"}
 
 
 class _BlackBoxFunction(torch.autograd.Function):
@@ -53,6 +58,8 @@ class _BlackBoxFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, w: Tensor, layer: BlackBoxLinear) -> Tensor:
         y = layer._query(x)
+        if layer.training and layer.surrogate.upkeep == "forward" and layer.method in _SURROGATE_METHODS:
+            layer._forward_upkeep(x, y)  # the free pairs (x, y) at the current parameters
         ctx.layer = layer
         ctx.save_for_backward(x, w, y)
         return y
@@ -103,28 +110,39 @@ class SurrogateSettings:
         sketch: sketch size ``s`` of the implicit projector-splitting update.
         sketch_kind: ``'gaussian'``, ``'rademacher'`` or ``'orthogonal'`` sketch rows.
         init: initial fit, ``'identity'`` (``d_in`` queries) or ``'randomized'``.
-        cache: keep the queries of ``V`` and ``Z`` made at the current parameters, so that the
-            next update needs no reconfiguration back to the old parameters. Off by default:
-            the reference algorithm.
-        rebuild_every: re-read the whole matrix (``d_in`` queries) every this many steps; the
-            period of method ``rebuild`` (default 10 there), optional for ``surrogate``.
+        upkeep: how the surrogate follows the device after every optimizer step:
+
+            * ``'ksl'`` -- the reference implicit projector-splitting step: ``2r + 2s`` queries,
+              at the old and at the new parameters (one extra reconfiguration);
+            * ``'cached'`` -- the same step with the queries at the old parameters kept from the
+              previous step and a fixed sketch: ``2r + s`` queries, no reconfiguration back;
+            * ``'rebuild'`` -- a full re-read (``d_in`` queries) every ``rebuild_every`` steps;
+            * ``'none'`` -- the initial fit is kept (a static surrogate);
+            * ``'forward'`` -- a projector-splitting step fed by the forward pass's own pairs
+              ``(X, Y = A(w) X)``: the ridge correction of :func:`hybridlab.surrogate.forward_upkeep`.
+              No query and no reconfiguration beyond what training spends anyway.
+        rebuild_every: re-read the whole matrix every this many steps: the period of the
+            ``'rebuild'`` upkeep (default 10), and an optional periodic reset for the others.
+        ridge: the ``'forward'`` upkeep's ridge, relative to the mean squared input.
     """
 
     rank: int = 16
     sketch: int = 64
     sketch_kind: str = "gaussian"
     init: str = "identity"
-    cache: bool = False
+    upkeep: str = "ksl"
     rebuild_every: int | None = None
+    ridge: float = 1e-2
 
     def __post_init__(self) -> None:
         checks.count(self.rank, "rank", what="surrogate rank r")
         checks.count(self.sketch, "sketch", what="sketch size s")
         checks.choice(self.sketch_kind, "sketch_kind", SKETCH_KINDS)
         checks.choice(self.init, "init", ("identity", "randomized"))
-        checks.choice(self.cache, "cache", (True, False))
+        checks.choice(self.upkeep, "upkeep", UPKEEPS)
         if self.rebuild_every is not None:
             checks.count(self.rebuild_every, "rebuild_every", what="steps between full re-reads; None: never")
+        checks.positive_number(self.ridge, "ridge", "the forward upkeep's relative ridge, e.g. 1e-2")
 
 
 def _settings(cls: type, given: Any, options: dict[str, Any]) -> Any:
@@ -144,8 +162,8 @@ class BlackBoxLinear(nn.Module):
     The options come in two groups, each a small dataclass that can also be given field by field
     as keywords (``BlackBoxLinear(64, 64, "mrr", rank=8, samples=20)``):
     :class:`ZOSettings` (``samples``, ``mu``, ``directions``, ``scheme``, ``compressed``) and
-    :class:`SurrogateSettings` (``rank``, ``sketch``, ``sketch_kind``, ``init``, ``cache``,
-    ``rebuild_every``).
+    :class:`SurrogateSettings` (``rank``, ``sketch``, ``sketch_kind``, ``init``, ``upkeep``,
+    ``rebuild_every``, ``ridge``).
 
     Args:
         d_in: input width.
@@ -205,7 +223,12 @@ class BlackBoxLinear(nn.Module):
             raise ValueError(f"`compressed` needs a device linear in x; {device.name!r} is not: use compressed=False")
         if method in _SURROGATE_METHODS:
             check_rank(surrogate.rank, d_out, d_in)
-        if method == "rebuild" and surrogate.rebuild_every is None:
+        if method in _METHOD_UPKEEP:  # the aliases: static = upkeep "none", rebuild = upkeep "rebuild"
+            if surrogate.upkeep not in ("ksl", _METHOD_UPKEEP[method]):
+                raise ValueError(f"method {method!r} is the surrogate method with upkeep {_METHOD_UPKEEP[method]!r}; "
+                                 f"got upkeep {surrogate.upkeep!r}: use method='surrogate' with that upkeep")
+            surrogate = replace(surrogate, upkeep=_METHOD_UPKEEP[method])
+        if surrogate.upkeep == "rebuild" and surrogate.rebuild_every is None:
             surrogate = replace(surrogate, rebuild_every=10)
 
         self.d_in, self.d_out, self.method, self.seed = d_in, d_out, method, seed
@@ -213,7 +236,8 @@ class BlackBoxLinear(nn.Module):
         self.physical = device
         self._generator = torch.Generator().manual_seed(seed)
 
-        self.w = nn.Parameter(device.init_params(torch.Generator().manual_seed(seed + 1)).to(dtype))
+        self.w = nn.Parameter(device.init_params(torch.Generator().manual_seed(seed + 1)).to(dtype),
+                              requires_grad=method != "frozen")
         self.gain = nn.Parameter(torch.tensor(1.0 if gain is None else float(gain), dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(d_out, dtype=dtype)) if bias else None
         self._gain_calibrated = gain is not None
@@ -338,7 +362,7 @@ class BlackBoxLinear(nn.Module):
                                      torch_device=w.device)
         self._set_factors(U, S, V)
         self.w_sur.copy_(w)
-        if self.method == "surrogate" and sur.cache:
+        if sur.upkeep == "cached":
             self.Z = self._draw_sketch()
             self.F_V = self.physical.query(self.V.T.contiguous())
             self.F_Z = self.physical.query(self.Z)
@@ -352,16 +376,14 @@ class BlackBoxLinear(nn.Module):
 
     def _update(self, w_new: Tensor) -> None:
         """Surrogate update after an optimizer step moved the parameters from w_sur to w_new."""
-        if self.method == "static":
-            return
         if self._rebuild_due():
             self._fit(w_new)
             return
-        if self.method == "rebuild":
+        if self.surrogate.upkeep not in ("ksl", "cached"):  # 'forward' runs in the forward pass
             return
-        # Implicit projector-splitting step (ALGORITHMS.md section 5), from queries only.
+        # Implicit projector-splitting step (chapter 4), from queries only.
         r, V0 = self.surrogate.rank, self.V
-        if self.surrogate.cache:
+        if self.surrogate.upkeep == "cached":
             Z = self.Z
             self.physical.configure(w_new)
             F_new = self.physical.query(torch.cat([V0.T, Z]))
@@ -377,9 +399,13 @@ class BlackBoxLinear(nn.Module):
         dA_V0, dA_Zt = dF[:r].T, dF[r:].T
         U1, S1, V1 = projector_splitting_step(self.U, self.S, V0, dA_V0, sketched_transpose(Z, dA_Zt))
         self._set_factors(U1, S1, V1)
-        if self.surrogate.cache:  # keep f(V1; w_new) and f(Z; w_new) for the next step
+        if self.surrogate.upkeep == "cached":  # keep f(V1; w_new) and f(Z; w_new) for the next step
             self.F_V = self.physical.query(self.V.T.contiguous())
             self.F_Z = F_new[r:]
+
+    def _forward_upkeep(self, X: Tensor, Y: Tensor) -> None:
+        """Upkeep ``'forward'``: correct the surrogate with the batch the forward pass just read."""
+        self._set_factors(*forward_upkeep(self.U, self.S, self.V, X, Y, ridge=self.surrogate.ridge))
 
     def _twin_gradients(self, x: Tensor, w: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """dL/dx and dL/dw by autograd through the twin's transfer matrix (no device query)."""

@@ -36,6 +36,7 @@ __all__ = [
     "projector_splitting_step",
     "ksl_step",
     "sketched_transpose",
+    "forward_upkeep",
     "tracking_ratio",
     "surrogate_error",
 ]
@@ -158,6 +159,55 @@ def sketched_transpose(Z: Tensor, dA_Zt: Tensor) -> Callable[[Tensor], Tensor]:
         return Zc.mT @ (dA_Zt.to(U1).mT @ U1) / s
 
     return dAt_times
+
+
+def forward_upkeep(U0: Tensor, S0: Tensor, V0: Tensor, X: Tensor, Y: Tensor, ridge: float = 1e-2) -> LowRank:
+    """Keep the surrogate current from pairs the forward pass read anyway: no query, no reconfiguration.
+
+    Every training step pushes its batch ``X`` (``B x d_in``) through the device at the current
+    parameters and reads ``Y = X A^T``. The surrogate predicts ``X A_hat^T`` with
+    ``A_hat = U0 S0 V0^T``; the residual ``R = Y - X A_hat^T`` is what the device does differently
+    on these inputs. The smallest correction (in Frobenius norm, with a ridge ``lam``) that makes
+    the surrogate agree with the batch is::
+
+        Delta = R^T X (X^T X + lam I)^-1  =  R^T (X X^T + lam I)^-1 X,   lam = ridge * ||X||_F^2 / d_in
+
+    (the two forms are equal; the cheaper one is used: ``B x B`` when ``B <= d_in``, else
+    ``d_in x d_in``). It corrects the surrogate only in the span of the batch's inputs and leaves the
+    rest as it was (a block Kaczmarz step for a moving matrix). The corrected matrix
+    ``A_hat + Delta`` has rank up to ``r + B``; one projector-splitting step with the increment
+    ``Delta`` (:func:`projector_splitting_step`, fed with the exact products ``Delta V0`` and
+    ``Delta^T U1`` of the factored ``Delta``) brings it back to rank ``r``.
+
+    Cost: ``O(B d (r + min(B, d)) + min(B, d)^3)`` with ``d = max(d_in, d_out)``: linear in the
+    layer's width for a fixed batch and rank, no full-matrix SVD.
+
+    Args:
+        U0, S0, V0: current factors (``d_out x r``, ``r x r``, ``d_in x r``).
+        X: the batch's inputs ``(B, d_in)``.
+        Y: the device's outputs for them at the current parameters ``(B, d_out)``, read-out noise
+            included.
+        ridge: ``lam`` relative to the mean squared input per coordinate (> 0).
+
+    Returns:
+        ``LowRank(U1, S1, V1)``.
+    """
+    d_out, d_in, r = _check_factors(U0, S0, V0)
+    if not (isinstance(X, Tensor) and X.ndim == 2 and X.shape[1] == d_in):
+        raise ValueError(f"X must be a batch of inputs (B, d_in) = (B, {d_in}), got {getattr(X, 'shape', X)}")
+    if not (isinstance(Y, Tensor) and tuple(Y.shape) == (X.shape[0], d_out)):
+        raise ValueError(f"Y must be the outputs (B, d_out) = ({X.shape[0]}, {d_out}), got {getattr(Y, 'shape', Y)}")
+    X, Y = X.to(U0), Y.to(U0)
+    B = X.shape[0]
+    R = Y - ((X @ V0) @ S0.mT) @ U0.mT  # residual of the surrogate on the batch, (B, d_out)
+    lam = ridge * float(X.square().sum()) / d_in
+    if B <= d_in:  # Delta = C D^T with C = R^T (X X^T + lam I)^-1, D = X^T
+        G = X @ X.mT + lam * torch.eye(B, dtype=X.dtype, device=X.device)
+        C, D = torch.linalg.solve(G, R).mT, X.mT
+    else:  # Delta = C D^T with C = R^T X, D = (X^T X + lam I)^-1
+        C = R.mT @ X
+        D = torch.linalg.inv(X.mT @ X + lam * torch.eye(d_in, dtype=X.dtype, device=X.device))
+    return projector_splitting_step(U0, S0, V0, C @ (D.mT @ V0), lambda U1: D @ (C.mT @ U1))
 
 
 def _residual(A: Tensor, U: Tensor, S: Tensor, V: Tensor) -> float:

@@ -205,3 +205,16 @@ def test_python_dash_m(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "hybridlab", "train", "--task", "nope"], capture_output=True,
                          text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_every_setting_has_a_meaning_and_the_command_line_sets_the_training_ones():
+    from hybridlab import recipes
+    from hybridlab.cli import build_parser
+    from hybridlab.models import MODEL_DEFAULTS
+
+    for task in recipes.TASKS:
+        keys = set(recipes.settings(task, quick=True)) | set(MODEL_DEFAULTS[task])
+        assert keys <= set(recipes.MEANINGS), f"{task}: settings without a meaning: {keys - set(recipes.MEANINGS)}"
+    options = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
+    assert set(recipes.COMMAND_LINE) <= options
+    assert set(recipes.COMMAND_LINE) <= set(recipes.MEANINGS)

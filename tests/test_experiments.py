@@ -107,7 +107,7 @@ def test_step_cost_matches_the_cost_model():
     assert ref["surrogate update"] == (2 * r + 2 * s, 2)
     assert ref["forward"] == (B, 0)
     assert ref["backward"] == (M * B, M)
-    cached = ex.step_cost("surrogate", "slm", 8, 6, batch=B, rank=r, sketch=s, samples=M, cache=True, seed=0)
+    cached = ex.step_cost("surrogate", "slm", 8, 6, batch=B, rank=r, sketch=s, samples=M, upkeep="cached", seed=0)
     assert cached["surrogate update"] == (2 * r + s, 1)
     static = ex.step_cost("static", "slm", 8, 6, batch=B, rank=r, samples=M, seed=0)
     assert static["surrogate update"][0] == 0
@@ -246,7 +246,7 @@ def test_track_methods_and_costs(traj):
     assert exact.ratio == pytest.approx(explicit.ratio, rel=1e-8)
     ref = ex.track(traj, "surrogate", rank=r, sketch=3)
     assert ref.queries_per_step == 2 * r + 2 * 3 and ref.reconfigurations_per_step == 2
-    cached = ex.track(traj, "surrogate", rank=r, sketch=3, cache=True)
+    cached = ex.track(traj, "surrogate", rank=r, sketch=3, upkeep="cached")
     assert cached.queries_per_step == 2 * r + 3 and cached.reconfigurations_per_step == 1
     static = ex.track(traj, "static", rank=r)
     assert static.queries == 0 and static.fit_queries == 12
@@ -260,7 +260,7 @@ def test_matched_rebuild_period():
 
 
 def test_tracking_sweep_and_table_are_deterministic(traj):
-    sweep = ex.tracking_sweep(traj, 2, [2, 4], variants=("gaussian", "cache"))
+    sweep = ex.tracking_sweep(traj, 2, [2, 4], variants=("gaussian", "cached"))
     assert set(sweep) == {2, 4} and len(sweep[2]) == 3
     kw = dict(d_in=10, d_out=8, rank=2, sketch=3, steps=4, batch=4, seed=1)
     t1, t2 = ex.tracking_table(**kw), ex.tracking_table(**kw)

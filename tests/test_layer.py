@@ -57,7 +57,7 @@ def test_cost_surrogate_reference():
 
 def test_cost_surrogate_cached():
     # update: r + s at w_new only, plus r for the new V (kept for the next step); no way back to w_old
-    assert step_cost(make_layer("surrogate", cache=True)) == (B + M * B + 2 * R + S, M + 1)
+    assert step_cost(make_layer("surrogate", upkeep="cached")) == (B + M * B + 2 * R + S, M + 1)
 
 
 def test_cost_static():
@@ -68,6 +68,29 @@ def test_cost_rebuild():
     layer = make_layer("rebuild", rebuild_every=2)
     assert step_cost(layer, n_steps=2) == (B + M * B, M + 1)  # step 1: no re-read
     assert step_cost(make_layer("rebuild", rebuild_every=2), n_steps=3) == (B + M * B + D_IN, M + 1)
+
+
+def test_cost_forward_upkeep_is_the_static_cost():
+    # the surrogate is corrected from the forward pass's own (x, y): no query, no reconfiguration
+    assert step_cost(make_layer("surrogate", upkeep="forward")) == step_cost(make_layer("static"))
+    assert step_cost(make_layer("surrogate", upkeep="none")) == (B + M * B, M + 1)
+
+
+def test_cost_frozen_is_the_forward_pass():
+    assert step_cost(make_layer("frozen")) == (B, 0)  # nothing moves: no ZO, no reconfiguration
+
+
+def test_static_and_rebuild_are_the_surrogate_method_with_an_upkeep():
+    for alias, upkeep in (("static", "none"), ("rebuild", "rebuild")):
+        a, b = make_layer(alias), make_layer("surrogate", upkeep=upkeep)
+        assert a.surrogate == b.surrogate
+        g = torch.Generator().manual_seed(1)
+        x, t = torch.randn(B, D_IN, generator=g), torch.randn(B, D_OUT, generator=g)
+        opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (a, b)]
+        for _ in range(3):
+            assert train_step(a, opts[0], x, t) == train_step(b, opts[1], x, t)
+    with pytest.raises(ValueError, match="upkeep 'none'"):
+        make_layer("static", upkeep="forward")
 
 
 def test_cost_zo_only():
@@ -125,7 +148,10 @@ def test_leading_batch_dims_and_dtype(method):
     y = layer(x)
     assert y.shape == (2, 3, D_OUT) and y.dtype == torch.float32
     y.sum().backward()
-    assert layer.w.grad is not None and layer.w.grad.shape == layer.w.shape
+    if method == "frozen":  # the device parameters are not trained: no gradient, no ZO queries
+        assert layer.w.grad is None and not layer.w.requires_grad
+    else:
+        assert layer.w.grad is not None and layer.w.grad.shape == layer.w.shape
 
 
 def test_device_outputs_carry_no_autograd():
@@ -176,8 +202,8 @@ def test_surrogate_follows_the_device_better_than_static():
     from hybridlab.surrogate import tracking_ratio
 
     ratios = {}
-    for method in ("surrogate", "static"):
-        layer = BlackBoxLinear(32, 32, "mrr", method=method, rank=4, sketch=32, samples=2, seed=1,
+    for method, upkeep in (("surrogate", "ksl"), ("static", "none"), ("surrogate", "forward")):
+        layer = BlackBoxLinear(32, 32, "mrr", method=method, rank=4, sketch=32, samples=2, seed=1, upkeep=upkeep,
                                dtype=torch.float64)
         opt = torch.optim.SGD([layer.w], lr=1.0)
         x = torch.randn(8, 32, dtype=torch.float64)
@@ -187,8 +213,8 @@ def test_surrogate_follows_the_device_better_than_static():
             layer.w.grad = torch.full_like(layer.w, -0.01)  # a steady drift of every phase
             opt.step()
         layer.sync()
-        ratios[method] = tracking_ratio(layer.physical.true_matrix(), layer.U, layer.S, layer.V)
-    assert ratios["surrogate"] < ratios["static"]
+        ratios[upkeep] = tracking_ratio(layer.physical.true_matrix(), layer.U, layer.S, layer.V)
+    assert ratios["ksl"] < ratios["none"] and ratios["forward"] < ratios["none"]
 
 
 def test_replace_linear():
@@ -207,7 +233,7 @@ def test_replace_linear():
 # ---------------------------------------------------------------- resume exactly
 
 
-@pytest.mark.parametrize("method,kw", [("surrogate", {}), ("surrogate", {"cache": True}),
+@pytest.mark.parametrize("method,kw", [("surrogate", {}), ("surrogate", {"upkeep": "cached"}),
                                        ("rebuild", {"rebuild_every": 2}), ("zo_only", {}), ("oracle", {})])
 def test_state_dict_round_trip_resumes_exactly(method, kw):
     dev_opts = {"noise": 0.01, "drift": 0.001}

@@ -8,6 +8,7 @@ import torch
 from hybridlab.lowrank import LowRank, eckart_young_error, fit_identity, truncated_svd
 from hybridlab.sketch import random_rows as sketch_matrix
 from hybridlab.surrogate import (
+    forward_upkeep,
     ksl_step,
     projector_splitting_step,
     sketched_transpose,
@@ -325,3 +326,44 @@ def test_runs_on_cuda_in_the_input_dtype(dtype):
     out = implicit_step(U, S, V, forward_query(A1), forward_query(A0), Z)
     assert all(T.device.type == "cuda" and T.dtype == dtype for T in out)
     assert surrogate_error(A1, *out) < (1e-4 if dtype == torch.float32 else 1e-10)
+
+
+# ------------------------------------------------------------------ upkeep from the forward pass
+
+
+@pytest.mark.parametrize("B", [50, 12])  # more inputs than d_in (d_in form), fewer (B x B form)
+def test_forward_upkeep_is_exact_on_a_rank_r_move_seen_by_a_spanning_batch(B):
+    g = torch.Generator().manual_seed(0)
+    d_out, d_in, r = 40, 12, 4
+    L, Rt = torch.randn(d_out, r, generator=g, dtype=F64), torch.randn(r, d_in, generator=g, dtype=F64)
+    A0 = L @ Rt
+    A1 = (L + 0.05 * torch.randn(d_out, r, generator=g, dtype=F64)) @ (Rt + 0.05 * torch.randn(r, d_in, generator=g,
+                                                                                               dtype=F64))
+    U, S, V = truncated_svd(A0, r)
+    X = torch.randn(B, d_in, generator=g, dtype=F64)  # spans R^12 in both cases
+    U1, S1, V1 = forward_upkeep(U, S, V, X, X @ A1.mT, ridge=1e-12)
+    assert torch.linalg.matrix_norm(U1 @ S1 @ V1.mT - A1) < 1e-8 * torch.linalg.matrix_norm(A1)
+
+
+def test_forward_upkeep_corrects_only_in_the_span_of_the_inputs():
+    g = torch.Generator().manual_seed(1)
+    d, r = 10, 10  # full rank: the step is the ridge correction itself
+    A0, A1 = torch.randn(d, d, generator=g, dtype=F64), torch.randn(d, d, generator=g, dtype=F64)
+    U, S, V = truncated_svd(A0, r)
+    X = torch.zeros(3, d, dtype=F64)
+    X[:, :3] = torch.randn(3, 3, generator=g, dtype=F64)  # inputs in the first three coordinates
+    U1, S1, V1 = forward_upkeep(U, S, V, X, X @ A1.mT, ridge=1e-12)
+    new = U1 @ S1 @ V1.mT
+    assert torch.allclose(new[:, :3], A1[:, :3], atol=1e-8)  # seen columns: the device's
+    assert torch.allclose(new[:, 3:], A0[:, 3:], atol=1e-8)  # unseen columns: unchanged
+    # the ridge pulls the correction toward zero by lam / (lam + sigma^2) along each input direction
+    half = forward_upkeep(U, S, V, X, X @ A1.mT, ridge=1e3)
+    assert torch.linalg.matrix_norm(half.matrix() - A0) < torch.linalg.matrix_norm(new - A0)
+
+
+def test_forward_upkeep_checks_shapes():
+    U, S, V = truncated_svd(torch.randn(6, 5, dtype=F64), 2)
+    with pytest.raises(ValueError, match="X must be"):
+        forward_upkeep(U, S, V, torch.randn(3, 4, dtype=F64), torch.randn(3, 6, dtype=F64))
+    with pytest.raises(ValueError, match="Y must be"):
+        forward_upkeep(U, S, V, torch.randn(3, 5, dtype=F64), torch.randn(3, 5, dtype=F64))

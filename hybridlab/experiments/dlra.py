@@ -306,7 +306,7 @@ class TrackResult:
 
 
 def track(traj: Trajectory, method: str = "surrogate", *, rank: int = 8, sketch: int = 16,
-          sketch_kind: str = "gaussian", cache: bool = False, rebuild_every: int | None = None, seed: int = 0,
+          sketch_kind: str = "gaussian", upkeep: str = "ksl", rebuild_every: int | None = None, seed: int = 0,
           label: str | None = None) -> TrackResult:
     """Follow a trajectory with one surrogate method and measure its tracking ratio at every step.
 
@@ -314,7 +314,7 @@ def track(traj: Trajectory, method: str = "surrogate", *, rank: int = 8, sketch:
 
     * ``'explicit'`` -- :func:`hybridlab.surrogate.ksl_step` with the true increments ``dA``
       (needs the matrices: an oracle, zero queries);
-    * ``'surrogate'`` (implicit KSL, optionally ``cache``/``sketch_kind``/``rebuild_every``),
+    * ``'surrogate'`` (implicit KSL, optionally ``upkeep``/``sketch_kind``/``rebuild_every``),
       ``'static'`` and ``'rebuild'`` -- a :class:`~hybridlab.layer.BlackBoxLinear` on a fresh device
       whose parameters are set to ``W[k]`` step by step (:meth:`~hybridlab.layer.BlackBoxLinear.sync`
       performs the update from queries).
@@ -335,7 +335,7 @@ def track(traj: Trajectory, method: str = "surrogate", *, rank: int = 8, sketch:
 
     dev = traj.make_device()
     layer = BlackBoxLinear(traj.d_in, traj.d_out, dev, method=method, rank=r, sketch=sketch,
-                           sketch_kind=sketch_kind, cache=cache, rebuild_every=rebuild_every, seed=seed,
+                           sketch_kind=sketch_kind, upkeep=upkeep, rebuild_every=rebuild_every, seed=seed,
                            dtype=DTYPE)
     g = _generator(seed + 12345)
     with torch.no_grad():
@@ -368,11 +368,11 @@ def matched_rebuild_period(d_in: int, rank: int, sketch: int) -> int:
 
 
 def tracking_sweep(traj: Trajectory, rank: int, sketches: Sequence[int],
-                   variants: Sequence[str] = ("gaussian", "orthogonal", "cache"), seed: int = 0,
+                   variants: Sequence[str] = ("gaussian", "orthogonal", "cached"), seed: int = 0,
                    progress: bool = False) -> dict[int, dict[str, TrackResult]]:
     """Implicit KSL for each sketch size ``s`` (and variant), plus periodic rebuild at the same budget.
 
-    Variants: a sketch kind (``'gaussian'``, ``'rademacher'``, ``'orthogonal'``) or ``'cache'``
+    Variants: a sketch kind (``'gaussian'``, ``'rademacher'``, ``'orthogonal'``) or ``'cached'``
     (Gaussian sketch, cached queries, hence a fixed sketch). For each ``s`` the rebuild period is
     :func:`matched_rebuild_period`.
 
@@ -386,8 +386,8 @@ def tracking_sweep(traj: Trajectory, rank: int, sketches: Sequence[int],
             k = matched_rebuild_period(traj.d_in, rank, s)
             res = track(traj, "rebuild", rank=rank, rebuild_every=k, seed=seed,
                         label=f"periodic rebuild (every {k}, same queries)")
-        elif v == "cache":
-            res = track(traj, "surrogate", rank=rank, sketch=s, cache=True, seed=seed,
+        elif v == "cached":
+            res = track(traj, "surrogate", rank=rank, sketch=s, upkeep="cached", seed=seed,
                         label="implicit KSL, cached (fixed sketch)")
         else:
             res = track(traj, "surrogate", rank=rank, sketch=s, sketch_kind=v, seed=seed,
@@ -416,7 +416,7 @@ def tracking_table(device: str = "ideal", d_in: int = 128, d_out: int = 128, ran
     runs = [
         track(traj, "explicit", rank=rank),
         track(traj, "surrogate", rank=rank, sketch=sketch, seed=seed, label="implicit KSL (reference)"),
-        track(traj, "surrogate", rank=rank, sketch=sketch, cache=True, seed=seed,
+        track(traj, "surrogate", rank=rank, sketch=sketch, upkeep="cached", seed=seed,
               label="implicit KSL, cached queries (fixed sketch)"),
         track(traj, "surrogate", rank=rank, sketch=sketch, sketch_kind="orthogonal", seed=seed,
               label="implicit KSL, orthogonal sketch"),
