@@ -268,6 +268,35 @@ class BlackBoxLinear(nn.Module):
         """The surrogate ``U S V^T`` (``d_out x d_in``)."""
         return self.U @ self.S @ self.V.T
 
+    @torch.no_grad()
+    def sensitivity(self, x: Tensor, delta: float = 1e-2, samples: int = 4) -> float:
+        """Relative change of the device's outputs per unit step of every parameter, measured by queries.
+
+        ``kappa = mean_i ||f(X; w + delta u_i) - f(X; w)||_F / (delta ||f(X; w)||_F)`` over ``samples``
+        random sign vectors ``u_i`` (the shape of an Adam step, which moves every parameter by about
+        its learning rate): a step of ``lr`` in every parameter changes the outputs by about
+        ``lr * kappa``. It is a property of the physics at ``w`` (an SLM pixel: about 1; a ring near
+        resonance or an MZI phase, which acts on a whole column: 5-15), read from the device like
+        everything else.
+
+        Cost: ``samples + 1`` configurations and ``(samples + 1) n`` queries for ``n`` inputs.
+        The signs come from a generator of their own (``seed + 3``): the layer's random stream is
+        untouched.
+        """
+        checks.positive_number(delta, "delta", "the sensitivity's parameter step, e.g. 1e-2")
+        samples = checks.count(samples, "samples", what="random sign directions")
+        x = x.reshape(-1, self.d_in).to(self.w.dtype)
+        self.sync()
+        g = torch.Generator(device=self._generator.device).manual_seed(self.seed + 3)
+        u = random_rows(samples, self.physical.p, "rademacher", generator=g, dtype=self.w.dtype,
+                        torch_device=self.w.device)
+        w = self.w.detach()
+        with self._step_context():
+            Y = self.physical.query_batch(torch.cat([w[None], w + delta * u]), x)
+        change = (Y[1:] - Y[0]).flatten(1).norm(dim=1) / (delta * Y[0].norm().clamp_min(1e-30))
+        self.physical.configure(w)
+        return float(change.mean())
+
     def sync(self) -> None:
         """Configure the device at ``w`` and bring the surrogate up to date (if ``w`` moved)."""
         with self._step_context(), torch.no_grad():

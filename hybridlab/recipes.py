@@ -9,15 +9,19 @@ with one Linear (``layer``, default :data:`hybridlab.models.DEFAULT_BLACK_BOX`) 
 Every setting has a per-task default in :data:`DEFAULTS` and a one-line meaning in
 :data:`MEANINGS` (used by the chapters' settings tables and by ``--help``). Training runs
 ``epochs`` epochs (vision, audio) or ``steps`` steps (text) with AdamW, the last ``anneal``
-fraction at a tenth of both learning rates (:mod:`hybridlab.train`). The metric is the test
-accuracy (vision, audio) or the bits per character on the whole validation split (text).
+fraction at a tenth of both learning rates (:mod:`hybridlab.train`), on the training data minus a
+validation part (``val_fraction``; whole speakers or source images when the data know them), which
+chooses the epoch or step whose state is kept. The test split is read once, at the end: test
+accuracy (vision, audio) or bits per character on the held-out text (text).
 
 Result dictionary (``<metric>`` is ``accuracy`` or ``bits_per_char``)::
 
     task, device, method, layer    str    what was trained (device is unused for 'digital')
     metric                         str    "accuracy" (fraction in [0, 1], higher is better) or
                                           "bits_per_char" (> 0, lower is better)
-    <metric>                       float  the final metric of this run
+    <metric>                       float  the test metric of the kept state (the best epoch or step on
+                                          the validation part), read once after training
+    val_<metric>                   float  the validation metric of the kept state
     digital_<metric>               float  the same network with a plain Linear (with_digital only)
     digital_seconds                float  wall seconds of that baseline run (with_digital only)
     dataset                        dict   name and sizes: n_train, n_test, input_shape, n_classes
@@ -25,8 +29,8 @@ Result dictionary (``<metric>`` is ``accuracy`` or ``bits_per_char``)::
     queries, reconfigurations      int    device totals, training and evaluation (0 for digital)
     seconds                        float  wall seconds of training and evaluation (no data loading)
     data_seconds                   float  wall seconds spent loading the data
-    history                        dict   steps, train_loss, metric, queries, reconfigurations per
-                                          evaluation (text: metric on a few validation batches)
+    history                        dict   steps, train_loss, metric (validation), queries,
+                                          reconfigurations per evaluation, best_step (the kept state)
     settings                       dict   every resolved hyper-parameter (lr, lr_device, rank, ...)
     args                           dict   the arguments of :func:`run` as given (None = default)
     seed, data_seed                int    training seed; seed of the data split and synthesis
@@ -37,6 +41,7 @@ Result dictionary (``<metric>`` is ``accuracy`` or ``bits_per_char``)::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -44,14 +49,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from . import __version__, checks
 from .data import Dataset, TextCorpus, load_task
+from .data.bundle import validation_split
 from .devices import DEVICES
 from .layer import METHODS, BlackBoxLinear, replace_linear
 from .models import DEFAULT_BLACK_BOX, MODEL_DEFAULTS, build_model, replaceable
-from .train import History, bits_per_char, hardware_budget, train_classifier, train_language_model, windows
+from .train import (
+    History,
+    accuracy,
+    bits_per_char,
+    device_rates,
+    hardware_budget,
+    train_classifier,
+    train_language_model,
+    windows,
+)
 
 __all__ = ["ALL_METHODS", "COMMAND_LINE", "DEFAULTS", "MEANINGS", "METRIC", "QUICK", "TASKS", "load_data", "run",
            "settings"]
@@ -71,7 +86,9 @@ MEANINGS: dict[str, str] = {
     "steps": "optimizer steps",
     "batch_size": "examples (text: sequences) per step",
     "lr": "learning rate of the digital parameters (AdamW)",
-    "lr_device": "learning rate of the device parameters w",
+    "lr_device": "learning rate of the device parameters w (None: device_step / the measured sensitivity)",
+    "device_step": "relative change of the device's outputs per step; sets lr_device from the sensitivity",
+    "val_fraction": "share of the training data held out to choose the best epoch (text: characters)",
     "anneal": "last fraction of training at lr/10 (both rates)",
     "rank": "surrogate rank r",
     "samples": "zero-order samples M per step",
@@ -89,7 +106,8 @@ MEANINGS: dict[str, str] = {
 
 #: The settings that ``python -m hybridlab train`` sets with an option of the same name
 #: (``batch_size`` -> ``--batch-size``).
-COMMAND_LINE: tuple[str, ...] = ("epochs", "steps", "batch_size", "lr", "lr_device", "anneal", "width", "rank",
+COMMAND_LINE: tuple[str, ...] = ("epochs", "steps", "batch_size", "lr", "lr_device", "device_step", "anneal",
+                                 "val_fraction", "width", "rank",
                                  "samples", "mu", "sketch", "sketch_kind", "compressed", "upkeep", "rebuild_every",
                                  "gain")
 
@@ -108,19 +126,19 @@ COMMAND_LINE: tuple[str, ...] = ("epochs", "steps", "batch_size", "lr", "lr_devi
 #:   updates descend rather than wander.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "vision": {
-        "epochs": 25, "batch_size": 64, "lr": 1e-2, "anneal": 0.2,
+        "epochs": 25, "batch_size": 64, "lr": 1e-2, "anneal": 0.2, "val_fraction": 0.15, "device_step": None,
         "rank": 16, "samples": 10, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": False,
         "gain": 1.0, "upkeep": "ksl", "rebuild_every": None,
         "lr_device": {"ideal": 1e-2, "slm": 0.07, "mrr": 1e-2, "mzi": 1e-2},
     },
     "audio": {
-        "epochs": 15, "batch_size": 64, "lr": 1e-2, "anneal": 0.2,
+        "epochs": 15, "batch_size": 64, "lr": 1e-2, "anneal": 0.2, "val_fraction": 0.15, "device_step": None,
         "rank": 16, "samples": 10, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": False,
         "gain": 1.0, "upkeep": "ksl", "rebuild_every": None,
         "lr_device": {"ideal": 1e-2, "slm": 0.1, "mrr": 1e-2, "mzi": 1e-2},
     },
     "text": {
-        "steps": 600, "batch_size": 64, "lr": 2e-3, "anneal": 0.2,
+        "steps": 600, "batch_size": 64, "lr": 2e-3, "anneal": 0.2, "val_fraction": 0.1, "device_step": None,
         "rank": 32, "samples": 100, "mu": 1e-3, "sketch": 32, "sketch_kind": "gaussian", "compressed": True,
         "gain": 0.1, "upkeep": "ksl", "rebuild_every": None,
         "lr_device": {"ideal": 1e-2, "slm": 0.06, "mrr": 1e-2, "mzi": 1e-2},
@@ -153,7 +171,8 @@ def settings(task: str, device: str = "ideal", method: str = "surrogate", *, qui
     checks.choice(device, "device", tuple(DEVICES))
     checks.choice(method, "method", ALL_METHODS)
     cfg = {**MODEL_DEFAULTS[task], **DEFAULTS[task]}
-    cfg["lr_device"] = cfg["lr_device"][device]
+    if isinstance(cfg["lr_device"], dict):
+        cfg["lr_device"] = cfg["lr_device"][device]
     if quick:
         cfg.update(QUICK[task])
     for key, value in overrides.items():
@@ -164,6 +183,8 @@ def settings(task: str, device: str = "ideal", method: str = "surrogate", *, qui
             raise ValueError(f"option {key!r} does not apply to the {task} task"
                              + (f": {hint[key]}" if key in hint else ""))
         cfg[key] = value
+    if overrides.get("device_step") is not None and overrides.get("lr_device") is None:
+        cfg["lr_device"] = None  # a given device step sets the device rate from the measured sensitivity
     return cfg
 
 
@@ -199,33 +220,52 @@ def _hybrid_model(task: str, data: Dataset | TextCorpus, device: str, method: st
     return model, black_box
 
 
-def _fit_classifier(model: nn.Module, data: Dataset, cfg: dict[str, Any], seed: int, progress: bool,
-                    desc: str) -> tuple[History, float]:
-    X, y, Xt, yt = data
-    hist = train_classifier(model, X, y, Xt, yt, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                            lr_device=cfg["lr_device"], anneal=cfg["anneal"], gain_scale=cfg["gain"], seed=seed,
-                            progress=progress, desc=desc)
-    return hist, hist.final
+def _device_rates(model: nn.Module, x: Tensor, cfg: dict[str, Any]) -> float | dict[BlackBoxLinear, float] | None:
+    """The device learning rate: ``lr_device`` when set, else ``device_step`` / the measured sensitivity."""
+    if cfg["lr_device"] is not None or cfg.get("device_step") is None:
+        return cfg["lr_device"]
+    return device_rates(model, x, cfg["device_step"])
+
+
+def _fit_classifier(model: nn.Module, data: Dataset, cfg: dict[str, Any], seed: int, data_seed: int,
+                    progress: bool, desc: str) -> tuple[History, float, float]:
+    """Train on the training split minus a validation part, keep the best epoch, read the test split once."""
+    # `fit` holds the remaining training examples and, as its test split, the held-out validation ones;
+    # `held` keeps the real test split, read once after training
+    held, fit = validation_split(data, cfg["val_fraction"], seed=data_seed)
+    dev = next(model.parameters()).device
+    X, y, X_val, y_val = fit
+    rates = _device_rates(model, X[: cfg["batch_size"]].to(dev), cfg)
+    hist = train_classifier(model, X, y, X_val, y_val, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                            lr=cfg["lr"], lr_device=rates, anneal=cfg["anneal"], gain_scale=cfg["gain"],
+                            select_best=True, seed=seed, progress=progress, desc=desc)
+    return hist, hist.best, accuracy(model, held.X_test, held.y_test)
 
 
 def _fit_language_model(model: nn.Module, corpus: TextCorpus, cfg: dict[str, Any], seed: int, data_seed: int,
-                        progress: bool, desc: str) -> tuple[History, float]:
+                        progress: bool, desc: str) -> tuple[History, float, float]:
+    """Train on the training text minus its last ``val_fraction`` (which chooses the best step); score the
+    held-out split once at the end."""
     block = model.block_size
-    for split, ids in (("training", corpus.train), ("validation", corpus.val)):
+    cut = round(len(corpus.train) * (1 - cfg["val_fraction"]))
+    fit = dataclasses.replace(corpus, train=corpus.train[:cut], val=corpus.train[cut:])
+    for split, ids in (("training", fit.train), ("validation", fit.val), ("held-out", corpus.val)):
         if len(ids) <= block + 1:
-            raise ValueError(f"the {split} split of {corpus.name} has {len(ids)} characters; it needs more than "
+            raise ValueError(f"the {split} part of {corpus.name} has {len(ids)} characters; it needs more than "
                              f"the context length {block}: use a longer text")
     g_train = torch.Generator().manual_seed(seed)
     g_val = torch.Generator().manual_seed(data_seed + 1)
     batch_size = cfg["batch_size"]
-    calibration, _ = corpus.batch("train", block, batch_size, torch.Generator().manual_seed(seed + 1))
+    calibration, _ = fit.batch("train", block, batch_size, torch.Generator().manual_seed(seed + 1))
+    dev = next(model.parameters()).device
+    rates = _device_rates(model, calibration.to(dev), cfg)
     hist = train_language_model(
-        model, lambda: corpus.batch("train", block, batch_size, g_train),
-        lambda: corpus.batch("val", block, batch_size, g_val), steps=cfg["steps"], lr=cfg["lr"],
-        lr_device=cfg["lr_device"], anneal=cfg["anneal"], gain_scale=cfg["gain"], calibration=calibration,
-        eval_every=math.ceil(cfg["steps"] / 5), eval_batches=4, progress=progress, desc=desc)
+        model, lambda: fit.batch("train", block, batch_size, g_train),
+        lambda: fit.batch("val", block, batch_size, g_val), steps=cfg["steps"], lr=cfg["lr"],
+        lr_device=rates, anneal=cfg["anneal"], gain_scale=cfg["gain"], calibration=calibration,
+        select_best=True, eval_every=math.ceil(cfg["steps"] / 5), eval_batches=4, progress=progress, desc=desc)
     x, y = windows(corpus.val[: cfg["n_val"]] if "n_val" in cfg else corpus.val, block)
-    return hist, bits_per_char(model, zip(x.split(256), y.split(256)))
+    return hist, hist.best, bits_per_char(model, zip(x.split(256), y.split(256)))
 
 
 def _train_one(task: str, data: Dataset | TextCorpus, device: str, method: str, layer: str, cfg: dict[str, Any],
@@ -235,11 +275,10 @@ def _train_one(task: str, data: Dataset | TextCorpus, device: str, method: str, 
     model, _ = _hybrid_model(task, data, device, method, layer, cfg, seed, device_options)
     model.to(torch_device)
     desc = f"{task} {method}" + ("" if method == "digital" else f" {device}")
-    if task == "text":
-        hist, metric = _fit_language_model(model, data, cfg, seed, data_seed, progress, desc)
-    else:
-        hist, metric = _fit_classifier(model, data, cfg, seed, progress, desc)
-    return {"metric": metric, "history": hist.as_dict(), "seconds": time.perf_counter() - t0, **hardware_budget(model)}
+    fit = _fit_language_model if task == "text" else _fit_classifier
+    hist, val_metric, metric = fit(model, data, cfg, seed, data_seed, progress, desc)
+    return {"metric": metric, "val_metric": val_metric, "history": hist.as_dict(),
+            "seconds": time.perf_counter() - t0, **hardware_budget(model)}
 
 
 def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: int = 0, data_seed: int = 0,
@@ -283,7 +322,7 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
 
     out = _train_one(task, data, device, method, layer, cfg, seed, data_seed, torch_device, progress, options)
     result: dict[str, Any] = {"task": task, "device": device, "method": method, "layer": layer, "metric": metric,
-                              metric: out["metric"]}
+                              metric: out["metric"], f"val_{metric}": out["val_metric"]}
     if with_digital:
         base = out if method == "digital" else _train_one(task, data, device, "digital", layer, cfg, seed, data_seed,
                                                           torch_device, progress, options)

@@ -4,20 +4,25 @@ One loop serves every method: with a :class:`~hybridlab.layer.BlackBoxLinear` in
 backward pass uses the surrogate and the zero-order estimate, with an ``nn.Linear`` it is the
 digital baseline. The training recipe is written out here as ordinary arguments:
 
-* the device parameters ``w`` get their own learning rate (they are phases, not weights);
-* the last ``anneal`` fraction of the run trains at a tenth of both learning rates, with a fresh
-  optimizer (its moment estimates restart), so that the device settles and the network adapts to
-  its final matrix;
+* the device parameters ``w`` get their own learning rate (they are phases, not weights): a given
+  ``lr_device``, or one set from what the layer measures, ``device_step / sensitivity``
+  (:func:`device_rates`), so that every device kind changes its matrix by the same relative amount
+  per step;
+* the last ``anneal`` fraction of the run trains at a tenth of both learning rates, so that the
+  device settles and the network adapts to its final matrix;
 * ``gain_scale`` rescales the black box's calibrated output gain before training
-  (:func:`calibrate_gain`).
+  (:func:`calibrate_gain`);
+* with ``select_best`` the state with the lowest validation loss is kept (the device's counters
+  keep running) and restored at the end.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +30,9 @@ from torch import Tensor, nn
 
 from .layer import BlackBoxLinear
 
-__all__ = ["History", "black_box_layers", "hardware_budget", "make_optimizer", "calibrate_gain", "anneal_split",
-           "accuracy", "train_classifier", "bits_per_char", "windows", "train_language_model"]
+__all__ = ["History", "black_box_layers", "hardware_budget", "make_optimizer", "calibrate_gain", "device_rates",
+           "anneal_split", "accuracy", "evaluate", "train_classifier", "bits_per_char", "windows",
+           "train_language_model"]
 
 
 @dataclass
@@ -36,19 +42,26 @@ class History:
     steps: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     metric: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)  # loss on the evaluation split (selects the kept state)
     queries: list[int] = field(default_factory=list)
     reconfigurations: list[int] = field(default_factory=list)
     metric_name: str = "accuracy"
     seconds: float = 0.0
+    best_step: int | None = None  # the step whose state was kept (select_best), else None
 
     @property
     def final(self) -> float:
         """The metric at the last evaluation."""
         return self.metric[-1]
 
+    @property
+    def best(self) -> float:
+        """The metric of the kept state: at ``best_step``, or the last one."""
+        return self.final if self.best_step is None else self.metric[self.steps.index(self.best_step)]
+
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("steps", "train_loss", "metric", "queries", "reconfigurations",
-                                              "metric_name", "seconds")}
+        return {k: getattr(self, k) for k in ("steps", "train_loss", "metric", "val_loss", "queries",
+                                              "reconfigurations", "metric_name", "seconds", "best_step")}
 
 
 def black_box_layers(model: nn.Module) -> list[BlackBoxLinear]:
@@ -63,16 +76,63 @@ def hardware_budget(model: nn.Module) -> dict[str, int]:
             "reconfigurations": sum(m.physical.reconfigurations for m in layers)}
 
 
-def make_optimizer(model: nn.Module, lr: float = 3e-3, lr_device: float | None = None,
+def make_optimizer(model: nn.Module, lr: float = 3e-3, lr_device: float | Mapping[BlackBoxLinear, float] | None = None,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """Adam with the device parameters ``w`` in their own group (learning rate ``lr_device``)."""
-    device_params = [m.w for m in black_box_layers(model)]
-    ids = {id(p) for p in device_params}
+    """AdamW with the device parameters ``w`` of each black box in a group of their own.
+
+    ``lr_device`` is one learning rate for every device, or one per layer (``{layer: lr}``, e.g.
+    from :func:`device_rates`); ``None`` uses ``lr``. Device parameters get no weight decay.
+    """
+    layers = [m for m in black_box_layers(model) if m.w.requires_grad]
+    ids = {id(m.w) for m in layers}
     rest = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
-    groups = [{"params": rest, "weight_decay": weight_decay}]
-    if device_params:
-        groups.append({"params": device_params, "lr": lr if lr_device is None else lr_device, "weight_decay": 0.0})
+    groups: list[dict[str, Any]] = [{"params": rest, "weight_decay": weight_decay}]
+    for m in layers:
+        rate = lr_device.get(m, lr) if isinstance(lr_device, Mapping) else (lr if lr_device is None else lr_device)
+        groups.append({"params": [m.w], "lr": rate, "weight_decay": 0.0})
     return torch.optim.AdamW(groups, lr=lr)
+
+
+def _scale_rates(opt: torch.optim.Optimizer, factor: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] *= factor
+
+
+@torch.no_grad()
+def device_rates(model: nn.Module, x: Tensor, step: float) -> dict[BlackBoxLinear, float]:
+    """A learning rate per black box, ``step / sensitivity``, measured on the inputs that ``x`` sends it.
+
+    Adam moves every parameter by about its learning rate per step, so a device whose outputs change
+    by a relative ``kappa`` per unit parameter step (:meth:`~hybridlab.layer.BlackBoxLinear.sensitivity`)
+    changes its matrix by about ``lr * kappa`` per step. ``lr = step / kappa`` gives every device kind
+    the same relative change per step: a ring near resonance and an SLM pixel move their matrices
+    alike, whatever the width. Costs one forward pass of ``x`` and the sensitivity's queries.
+    """
+    step = float(step)
+    if not step > 0:
+        raise ValueError(f"`step` (relative change of the device's outputs per step) must be > 0, got {step}")
+    layers = black_box_layers(model)
+    seen: dict[BlackBoxLinear, Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.setdefault(m, args[0].detach())) for m in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return {m: step / m.sensitivity(seen[m].reshape(-1, m.d_in)) for m in layers if m in seen}
+
+
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """A copy of the model's state without the physical devices' (their counters keep running)."""
+    return {k: v.clone() if isinstance(v, Tensor) else v for k, v in model.state_dict().items() if ".physical." not in
+            f".{k}"}
+
+
+def _restore(model: nn.Module, snapshot: dict[str, Tensor]) -> None:
+    model.load_state_dict(snapshot, strict=False)
 
 
 @torch.no_grad()
@@ -105,14 +165,22 @@ def anneal_split(total: int, anneal: float) -> tuple[int, int]:
 @torch.no_grad()
 def accuracy(model: nn.Module, X: Tensor, y: Tensor, batch_size: int = 512) -> float:
     """Classification accuracy of ``model`` on ``(X, y)`` (eval mode, batched)."""
+    return evaluate(model, X, y, batch_size)[0]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, X: Tensor, y: Tensor, batch_size: int = 512) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of ``model`` on ``(X, y)`` (eval mode, batched)."""
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    correct = 0
+    correct, loss = 0, 0.0
     for i in range(0, len(X), batch_size):
-        correct += (model(X[i:i + batch_size].to(dev)).argmax(-1) == y[i:i + batch_size].to(dev)).sum().item()
+        logits, target = model(X[i:i + batch_size].to(dev)), y[i:i + batch_size].to(dev)
+        correct += (logits.argmax(-1) == target).sum().item()
+        loss += F.cross_entropy(logits, target, reduction="sum").item()
     model.train(was_training)
-    return correct / len(X)
+    return correct / len(X), loss / len(X)
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -123,33 +191,35 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, leave=False)
 
 
-def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_test: Tensor, y_test: Tensor, *,
-                     epochs: int = 10, batch_size: int = 64, lr: float = 3e-3, lr_device: float | None = None,
-                     weight_decay: float = 0.0, anneal: float = 0.0, gain_scale: float = 1.0, seed: int = 0,
+def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_val: Tensor, y_val: Tensor, *,
+                     epochs: int = 10, batch_size: int = 64, lr: float = 3e-3,
+                     lr_device: float | Mapping[BlackBoxLinear, float] | None = None, weight_decay: float = 0.0,
+                     anneal: float = 0.0, gain_scale: float = 1.0, select_best: bool = False, seed: int = 0,
                      evals_per_epoch: int = 1, progress: bool = True, desc: str = "train") -> History:
-    """Train a classifier with cross-entropy; evaluate test accuracy ``evals_per_epoch`` times an epoch.
+    """Train a classifier with cross-entropy; measure accuracy on ``(X_val, y_val)`` ``evals_per_epoch`` times an epoch.
 
-    The last ``anneal`` fraction of the epochs (:func:`anneal_split`) runs with a fresh optimizer
-    at a tenth of both learning rates, its batches in an order drawn from ``seed + 1``;
-    ``gain_scale`` is applied with :func:`calibrate_gain` on the first ``batch_size`` training
-    examples before the first step.
+    The last ``anneal`` fraction of the epochs (:func:`anneal_split`) runs at a tenth of both
+    learning rates; ``gain_scale`` is applied with :func:`calibrate_gain` on the first
+    ``batch_size`` training examples before the first step. With ``select_best`` the state with
+    the lowest cross-entropy on ``(X_val, y_val)`` is restored at the end (``History.best_step``): pass a
+    validation split there, never the test split, and evaluate the test split once afterwards.
     """
     dev = next(model.parameters()).device
     calibrate_gain(model, X_train[:batch_size].to(dev), gain_scale)
-    main, tail = anneal_split(epochs, anneal)
+    main, _ = anneal_split(epochs, anneal)
     opt = make_optimizer(model, lr, lr_device, weight_decay)
     g = torch.Generator().manual_seed(seed)
     n = len(X_train)
     steps_per_epoch = math.ceil(n / batch_size)
     eval_at = {round(steps_per_epoch * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
     hist = History(metric_name="accuracy")
+    best: tuple[float, dict[str, Tensor]] | None = None
     bar = _progress(epochs * steps_per_epoch, progress, desc)
     t0, step = time.perf_counter(), 0
     model.train()
     for epoch in range(epochs):
         if epoch == main:  # the annealing phase
-            opt = make_optimizer(model, lr / 10, None if lr_device is None else lr_device / 10, weight_decay)
-            g.manual_seed(seed + 1)
+            _scale_rates(opt, 0.1)
         order = torch.randperm(n, generator=g)
         running = []
         for b in range(steps_per_epoch):
@@ -164,19 +234,25 @@ def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_test:
             if bar is not None:
                 bar.update(1)
             if b + 1 in eval_at:
-                _record(hist, model, step, sum(running) / len(running), accuracy(model, X_test, y_test))
+                metric, val_loss = evaluate(model, X_val, y_val)
+                _record(hist, model, step, sum(running) / len(running), metric, val_loss)
                 running = []
+                if select_best and (best is None or val_loss < best[0]):  # the loss: finer than accuracy
+                    best, hist.best_step = (val_loss, _snapshot(model)), step
     if bar is not None:
         bar.close()
+    if best is not None:
+        _restore(model, best[1])
     hist.seconds = time.perf_counter() - t0
     return hist
 
 
-def _record(hist: History, model: nn.Module, step: int, loss: float, metric: float) -> None:
+def _record(hist: History, model: nn.Module, step: int, loss: float, metric: float, val_loss: float) -> None:
     budget = hardware_budget(model)
     hist.steps.append(step)
     hist.train_loss.append(loss)
     hist.metric.append(metric)
+    hist.val_loss.append(val_loss)
     hist.queries.append(budget["queries"])
     hist.reconfigurations.append(budget["reconfigurations"])
 
@@ -218,33 +294,35 @@ def bits_per_char(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) ->
 
 def train_language_model(model: nn.Module, train_batches: Callable[[], tuple[Tensor, Tensor]],
                          val_batches: Callable[[], tuple[Tensor, Tensor]], *, steps: int = 1000,
-                         lr: float = 3e-3, lr_device: float | None = None, weight_decay: float = 0.0,
-                         anneal: float = 0.0, gain_scale: float = 1.0, calibration: Tensor | None = None,
-                         eval_every: int = 100, eval_batches: int = 10, progress: bool = True,
-                         desc: str = "train") -> History:
-    """Train a next-character model; the metric is validation bits per character (lower is better).
+                         lr: float = 3e-3, lr_device: float | Mapping[BlackBoxLinear, float] | None = None,
+                         weight_decay: float = 0.0, anneal: float = 0.0, gain_scale: float = 1.0,
+                         calibration: Tensor | None = None, select_best: bool = False, eval_every: int = 100,
+                         eval_batches: int = 10, progress: bool = True, desc: str = "train") -> History:
+    """Train a next-character model; the metric is bits per character on validation batches (lower is better).
 
     ``train_batches()`` and ``val_batches()`` return ``(x, y)`` token batches; make them seeded so
     that the run is reproducible (see :mod:`hybridlab.data`). The metric is recorded every
     ``eval_every`` steps and at the end of each phase, on ``eval_batches`` validation batches.
-    The last ``anneal`` fraction of the steps runs with a fresh optimizer at a tenth of both
-    learning rates; ``gain_scale`` is applied on the ``calibration`` tokens (required then).
+    The last ``anneal`` fraction of the steps runs at a tenth of both learning rates; ``gain_scale``
+    is applied on the ``calibration`` tokens (required then); with ``select_best`` the state with
+    the lowest validation bits per character is restored at the end.
     """
     dev = next(model.parameters()).device
     if gain_scale != 1.0:
         if calibration is None:
             raise ValueError("`gain_scale` needs `calibration` tokens to calibrate the black box's gain on")
         calibrate_gain(model, calibration.to(dev), gain_scale)
-    main, tail = anneal_split(steps, anneal)
+    main, _ = anneal_split(steps, anneal)
     opt = make_optimizer(model, lr, lr_device, weight_decay)
     hist = History(metric_name="bits_per_char")
+    best: tuple[float, dict[str, Tensor]] | None = None
     bar = _progress(steps, progress, desc)
     t0 = time.perf_counter()
     model.train()
     running = []
     for step in range(1, steps + 1):
         if step == main + 1:  # the annealing phase
-            opt = make_optimizer(model, lr / 10, None if lr_device is None else lr_device / 10, weight_decay)
+            _scale_rates(opt, 0.1)
         x, y = train_batches()
         opt.zero_grad(set_to_none=True)
         logits = model(x.to(dev))
@@ -255,10 +333,14 @@ def train_language_model(model: nn.Module, train_batches: Callable[[], tuple[Ten
         if bar is not None:
             bar.update(1)
         if step % eval_every == 0 or step in (main, steps):
-            _record(hist, model, step, sum(running) / len(running) / math.log(2),
-                    bits_per_char(model, (val_batches() for _ in range(eval_batches))))
+            metric = bits_per_char(model, (val_batches() for _ in range(eval_batches)))
+            _record(hist, model, step, sum(running) / len(running) / math.log(2), metric, metric)
             running = []
+            if select_best and (best is None or metric < best[0]):
+                best, hist.best_step = (metric, _snapshot(model)), step
     if bar is not None:
         bar.close()
+    if best is not None:
+        _restore(model, best[1])
     hist.seconds = time.perf_counter() - t0
     return hist

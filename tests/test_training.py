@@ -33,3 +33,47 @@ def test_digits_mlp_with_black_box_layer_reaches_90_percent(device):
     budget = hardware_budget(model)
     assert budget["queries"] > 0 and budget["reconfigurations"] > 0
     assert hist.queries[-1] == budget["queries"]
+
+
+# --------------------------------------------------------------------------- the recipe's pieces
+def test_sensitivity_of_the_ideal_device_is_the_closed_form():
+    """A = w: a step delta*u changes the outputs by delta * X U^T exactly, so kappa = mean ||X U_i^T|| / ||X W^T||."""
+    from hybridlab.layer import BlackBoxLinear
+    from hybridlab.sketch import random_rows
+
+    layer = BlackBoxLinear(6, 5, "ideal", rank=2, seed=4, dtype=torch.float64)
+    x = torch.randn(9, 6, dtype=torch.float64)
+    kappa = layer.sensitivity(x, delta=0.3, samples=3)
+    u = random_rows(3, 30, "rademacher", generator=torch.Generator().manual_seed(4 + 3), dtype=torch.float64)
+    W = layer.w.detach().reshape(5, 6)
+    want = torch.stack([(x @ ui.reshape(5, 6).T).norm() for ui in u]).mean() / (x @ W.T).norm()
+    assert kappa == pytest.approx(float(want), rel=1e-10)
+    assert layer.physical.reconfigurations >= 1 and torch.equal(layer.physical.w, layer.w.detach())
+
+
+def test_device_rates_give_every_device_the_same_relative_change_per_step():
+    from hybridlab.train import black_box_layers, device_rates
+
+    x = torch.randn(32, 64)
+    for device in ("slm", "mrr"):
+        torch.manual_seed(0)
+        model = mlp()
+        replace_linear(model, "3", device, rank=4, samples=2, seed=0)
+        layer = black_box_layers(model)[0]
+        rates = device_rates(model, x, 0.05)
+        h = torch.relu(model[1](x.flatten(1)))  # what reaches the black box
+        assert rates[layer] * layer.sensitivity(h) == pytest.approx(0.05, rel=1e-6)
+
+
+def test_select_best_keeps_the_state_with_the_lowest_validation_loss():
+    from hybridlab.train import evaluate
+
+    data = load_digits_dataset(seed=0).subsample(300, 150, seed=0)
+    torch.manual_seed(0)
+    model = mlp()
+    hist = train_classifier(model, data.X_train, data.y_train, data.X_test, data.y_test, epochs=6, lr=3e-2,
+                            select_best=True, seed=0, progress=False)
+    best = hist.steps[min(range(len(hist.val_loss)), key=hist.val_loss.__getitem__)]
+    assert hist.best_step == best
+    accuracy, loss = evaluate(model, data.X_test, data.y_test)
+    assert loss == pytest.approx(min(hist.val_loss), rel=1e-6) and accuracy == hist.best

@@ -146,7 +146,8 @@ def validation_split(
     y = dataset.y_train.numpy()
     index = np.arange(len(y))
     if dataset.groups_train is None:
-        keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=y)
+        n_held = max(round(fraction * len(y)), len(np.unique(y)))  # at least one example per class
+        keep, held = train_test_split(index, test_size=n_held, random_state=seed, stratify=y)
         rule = f"stratified by class, fraction={fraction}, seed={seed}"
     else:
         groups = dataset.groups_train.numpy()
@@ -155,9 +156,8 @@ def validation_split(
             raise ValueError(f"{dataset.name}: a split by group needs at least two groups")
         one_class = np.all(y == y[first][inverse])
         if one_class:
-            keep_ids, held_ids = train_test_split(
-                ids, test_size=fraction, random_state=seed, stratify=y[first]
-            )
+            n_held = max(round(fraction * len(ids)), len(np.unique(y[first])))  # a group per class at least
+            keep_ids, held_ids = train_test_split(ids, test_size=n_held, random_state=seed, stratify=y[first])
             held = index[np.isin(groups, held_ids)]
             keep = index[np.isin(groups, keep_ids)]
             rule = f"whole groups, stratified by class, fraction={fraction}, seed={seed}"

@@ -15,6 +15,7 @@ Everything is seeded (same arguments, same numbers) and runs in float64 unless s
 * :mod:`~hybridlab.experiments.physics` -- chapter 2, physical layers as black boxes;
 * :mod:`~hybridlab.experiments.zero_order` -- chapter 3, zero-order optimization;
 * :mod:`~hybridlab.experiments.dlra` -- chapter 4, dynamical low-rank approximation;
+* :mod:`~hybridlab.experiments.budget` -- chapter 6, rank and query budget;
 * :mod:`~hybridlab.experiments.tasks` -- the vision, audio and text chapters (every run is one
   call of :func:`hybridlab.recipes.run`);
 * :mod:`~hybridlab.experiments._common` -- the shared helpers.
@@ -24,6 +25,14 @@ ex; ex.track(...)``).
 """
 
 from ._common import Grid
+from .budget import (
+    BUDGET_UPKEEPS,
+    budget_grid,
+    budget_point,
+    upkeep_budget,
+    upkeep_phase_diagram,
+    wide_layer_table,
+)
 from .dlra import (
     TrackResult,
     Trajectory,
@@ -67,6 +76,7 @@ from .zero_order import (
 )
 
 __all__ = [
+    "BUDGET_UPKEEPS", "budget_grid", "budget_point", "upkeep_budget", "upkeep_phase_diagram", "wide_layer_table",
     "Grid", "sample_image", "train_digits_mlp", "device_matrix", "rank_errors", "rank_approximations",
     "query_fits", "mrr_response", "entry_samples", "nonideality_effect", "step_cost", "oracle_gradient",
     "intensity_query_at", "cosine", "gaussian_smoothing_1d", "scalar_query_at", "finite_difference_errors",

@@ -197,6 +197,8 @@ class Trajectory:
         W: ``(T + 1, p)`` parameters at every step.
         A: the true transfer matrices ``A(W[k])`` (diagnostics only: the black-box methods
             never see them).
+        X: the training batch pushed through the device at ``W[k]``, ``(T + 1, batch, d_in)``
+            (what the forward upkeep sees; ``None`` when the trajectory has no batches).
     """
 
     device: str
@@ -205,6 +207,7 @@ class Trajectory:
     W: Tensor
     A: list[Tensor]
     options: dict[str, Any] = field(default_factory=dict)
+    X: Tensor | None = None
     _floors: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -266,18 +269,20 @@ def regression_trajectory(device: str = "ideal", d_in: int = 128, d_out: int = 1
     scale = 0.8 / math.sqrt(d_in) / float(torch.maximum(A0.abs().max(), T.abs().max()))
     A0, T = A0 * scale, T * scale  # entries inside the SLM's range [-1, 1] / sqrt(d_in)
     w = A0.reshape(-1).clone() if device == "ideal" else torch.arccos(A0 * math.sqrt(d_in)).reshape(-1)
-    W = [w.clone()]
+    W, batches = [w.clone()], []
     for _ in range(steps):
         X = torch.randn(batch, d_in, generator=g, dtype=DTYPE)
+        batches.append(X)
         wr = w.clone().requires_grad_(True)
         loss = (X @ (dev.transfer_matrix(wr) - T).mT).square().sum(1).mean()
         (grad,) = torch.autograd.grad(loss, wr)
         w = (w - lr * grad).detach()
         W.append(w.clone())
     Ws = torch.stack(W)
+    batches.append(torch.randn(batch, d_in, generator=g, dtype=DTYPE))  # the batch at the last W
     with torch.no_grad():
         A = [dev.transfer_matrix(wk).clone() for wk in Ws]
-    return Trajectory(device, d_in, d_out, Ws, A, options={"seed": seed})
+    return Trajectory(device, d_in, d_out, Ws, A, options={"seed": seed}, X=torch.stack(batches))
 
 
 @dataclass
@@ -317,7 +322,9 @@ def track(traj: Trajectory, method: str = "surrogate", *, rank: int = 8, sketch:
     * ``'surrogate'`` (implicit KSL, optionally ``upkeep``/``sketch_kind``/``rebuild_every``),
       ``'static'`` and ``'rebuild'`` -- a :class:`~hybridlab.layer.BlackBoxLinear` on a fresh device
       whose parameters are set to ``W[k]`` step by step (:meth:`~hybridlab.layer.BlackBoxLinear.sync`
-      performs the update from queries).
+      performs the update from queries). With ``upkeep='forward'`` the layer then reads the
+      trajectory's batch ``X[k]`` as a training forward pass would (those queries are the forward
+      pass's, not the upkeep's, and are not counted).
 
     Before every update the device is moved to a perturbed ``W[k-1]``, where the zero-order
     sampler of a real training step leaves it (chapter 3), so reconfigurations are counted as in
@@ -352,9 +359,15 @@ def track(traj: Trajectory, method: str = "surrogate", *, rank: int = 8, sketch:
         c1 = _counts(dev)
         queries += c1[0] - c0[0]
         reconfigs += c1[1] - c0[1]
+        if layer.surrogate.upkeep == "forward":
+            if traj.X is None:
+                raise ValueError("the forward upkeep needs the trajectory's batches (Trajectory.X)")
+            with torch.no_grad():
+                layer.train()(traj.X[k])
         ratios[k - 1] = surrogate_error(traj.A[k], layer.U, layer.S, layer.V) * float(traj.A[k].norm()) / floors[k]
     if label is None:
-        label = {"surrogate": "implicit KSL", "static": "static", "rebuild": f"rebuild every {rebuild_every}"}[method]
+        label = {"surrogate": "implicit KSL" if upkeep == "ksl" else f"{upkeep} upkeep", "static": "static",
+                 "rebuild": f"rebuild every {rebuild_every}"}[method]
     return TrackResult(label, ratios, queries, reconfigs, fit_queries, T)
 
 
