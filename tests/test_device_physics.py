@@ -109,6 +109,21 @@ def test_periodic_quantisation_levels_by_hand():
     assert torch.equal(quantise_periodic(dense, 1) / math.pi, (dense / math.pi).round())
 
 
+def test_quantised_values_are_exact_levels_and_carry_no_gradient_bookkeeping_when_none_is_needed():
+    """Without a gradient to carry, the quantised value is the level itself, bit for bit (the
+    straight-through form ``x + (q - x)`` can be one rounding away); with one, the gradient is 1."""
+    phi = torch.linspace(-3.0, 9.0, 5001, dtype=torch.float32)
+    step = 2 * math.pi / 2**5
+    assert torch.equal(quantise_periodic(phi, 5), torch.round(phi / step) * step)
+    w = torch.linspace(-1.0, 1.0, 5001, dtype=torch.float32)
+    assert torch.equal(quantise_unit(w, 5), torch.round((w + 1.0) * (31 / 2.0)) * (2.0 / 31) - 1.0)
+    x = phi.clone().requires_grad_()
+    quantise_periodic(x, 5).sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(phi))
+    with torch.no_grad():
+        assert torch.equal(quantise_periodic(x, 5), torch.round(phi / step) * step)
+
+
 def test_unit_quantisation_levels_by_hand():
     """2 bits on [-1, 1]: four levels -1, -1/3, 1/3, 1; values outside are clipped first."""
     w = torch.tensor([-5.0, -0.7, -0.6, -0.1, 0.1, 0.6, 0.7, 2.0], dtype=F64)
@@ -247,7 +262,7 @@ def test_mrr_heater_spread_is_a_fixed_gaussian_gain_per_ring():
     the gains have mean 1 and variance fab_error^2 (chi-square band over n = 900 rings)."""
     fab = 0.1
     dev = make_device("mrr", 30, 30, fab_error=fab, seed=6, dtype=F64)
-    w = torch.full((dev.p,), 1.0, dtype=F64)  # 1 (1 + gamma) stays inside (0, pi): invertible
+    w = torch.linspace(0.8, 1.6, dev.p, dtype=F64)  # w (1 + gamma) stays inside (0, pi): invertible
     phi = dev.phase_for_weight(dev.transfer_matrix(w).flatten())
     gamma = phi / w - 1
     torch.testing.assert_close(gamma + 1, dev.gamma, atol=1e-7, rtol=0)
@@ -414,6 +429,9 @@ def test_neighbour_stencils_by_hand():
     g = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=F64)
     torch.testing.assert_close(neighbour_sum(g), torch.tensor([[6.0, 9.0, 8.0], [6.0, 12.0, 8.0]], dtype=F64))
     torch.testing.assert_close(neighbour_mean(g), torch.tensor([[3.0, 3.0, 4.0], [3.0, 4.0, 4.0]], dtype=F64))
+    sq = torch.tensor([[1.0, 2.0, 0.0], [0.0, 4.0, 8.0], [2.0, 0.0, 6.0]], dtype=F64)  # a square grid
+    torch.testing.assert_close(neighbour_mean(sq), torch.tensor([[1.0, 5 / 3, 5.0], [7 / 3, 10 / 4, 10 / 3],
+                                                                 [0.0, 4.0, 4.0]], dtype=F64))
     one = torch.tensor([[2.5]], dtype=F64)
     torch.testing.assert_close(neighbour_mean(one), one)
     torch.testing.assert_close(neighbour_mean(torch.tensor([[1.0, 3.0]], dtype=F64)),

@@ -295,6 +295,13 @@ def test_surrogate_method_parameter_gradient_is_the_zo_estimate_with_the_derived
     assert float((layer.w.grad - gw).norm() / gw.norm()) < Z * math.sqrt((12 + 1) / M)
 
 
+def test_replace_linear_defaults_to_the_ideal_device_with_the_linear_sizes_bias_and_dtype():
+    model = nn.Sequential(nn.Linear(3, 5, bias=False).double())
+    layer = replace_linear(model, "0", rank=2)
+    assert layer.physical.name == "ideal" and (layer.d_in, layer.d_out) == (3, 5)
+    assert layer.bias is None and layer.w.dtype == F64 and model[0] is layer
+
+
 # ------------------------------------------------------------------------------ gain calibration
 def rms(t: torch.Tensor) -> float:
     return float(t.detach().square().mean().sqrt())
@@ -309,13 +316,13 @@ def test_first_batch_calibrates_the_gain_to_the_input_rms_once():
     assert abs(rms(y_dev) / rms(x) - 1) > 0.2
     out = layer(x)
     assert rms(out) == pytest.approx(rms(x), rel=1e-12)
-    assert float(layer.gain) == pytest.approx(rms(x) / rms(y_dev), rel=1e-12)
-    gain = float(layer.gain)
+    assert layer.gain.item() == pytest.approx(rms(x) / rms(y_dev), rel=1e-12)
+    gain = layer.gain.item()
     layer(10 * x)
-    assert float(layer.gain) == gain
+    assert layer.gain.item() == gain
     fixed = make(8, 5, device="slm", gain=2.5, rank=2)
     fixed(x)
-    assert float(fixed.gain) == 2.5
+    assert fixed.gain.item() == 2.5
 
 
 def test_calibrate_gain_scales_the_calibrated_gain():
@@ -332,7 +339,7 @@ def test_calibrate_gain_scales_the_calibrated_gain():
         h = model[0](x)
         out = model(x) - bb.bias
     assert rms(out) == pytest.approx(0.1 * rms(h), rel=1e-10)
-    assert float(bb.gain) == pytest.approx(0.1 * rms(h) / rms(h @ A_of(bb).mT), rel=1e-10)
+    assert bb.gain.item() == pytest.approx(0.1 * rms(h) / rms(h @ A_of(bb).mT), rel=1e-10)
     calibrate_gain(nn.Sequential(nn.Linear(2, 2)), torch.randn(3, 2), 0.1)  # no black box: nothing to do
 
 

@@ -162,6 +162,16 @@ def test_zo_input_gradient_is_unbiased_with_the_derived_spread():
     assert rel < Z * math.sqrt((D_IN + 1) / M), rel
 
 
+def test_zo_estimates_follow_the_dtype_of_their_inputs_whatever_the_device_returns():
+    """A float64 device read from float32 inputs: the estimates are float32, like ``w`` and ``X``."""
+    w, X, V = (t.float() for t in problem(14))
+    g = zo_gradient(lambda W, Xq: linear_query_at(W.double(), Xq.double()), w, X, V, samples=3, mu=1e-2,
+                    generator=gen(0))
+    gx = zo_input_gradient(lambda Xq: Xq.double() @ w.double().reshape(D_OUT, D_IN).mT, X, V, samples=3, mu=1e-2,
+                           generator=gen(0))
+    assert g.dtype == torch.float32 and gx.dtype == torch.float32
+
+
 def test_zo_input_gradient_on_a_nonlinear_device_is_the_directional_difference():
     """Nonlinear in x (``y = (A x)^2``): with ``M = 1`` and the drawn direction ``u_b`` the estimate
     is ``(<f(x_b + mu u_b) - f(x_b), v_b> / mu) u_b``, computed here by hand."""
