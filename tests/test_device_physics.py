@@ -221,6 +221,15 @@ def test_ring_weight_inverse():
     torch.testing.assert_close(dev.transfer_matrix(phi), weights.view(3, 3))
 
 
+def test_ring_weights_outside_the_range_map_to_the_nearest_end():
+    """Below the smallest weight the ring sits on resonance (phase 0); between the largest weight
+    and 1 (a transmission the ring cannot reach) at pi."""
+    dev = MRR(1, 2, dtype=F64)
+    lo, hi = dev.weight_range()
+    phi = dev.phase_for_weight(torch.tensor([lo - 0.05, (hi + 1) / 2], dtype=F64))
+    torch.testing.assert_close(phi, torch.tensor([0.0, math.pi], dtype=F64))
+
+
 def test_mrr_init_weights_are_uniform_in_the_symmetric_range():
     """Initial weights are U(-s, s) with s = min(-lo, hi) / 2: mean 0 (std s/sqrt(3n)), variance s^2/3."""
     dev = make_device("mrr", 40, 40, seed=5, dtype=F64)

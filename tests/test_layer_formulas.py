@@ -300,6 +300,7 @@ def test_replace_linear_defaults_to_the_ideal_device_with_the_linear_sizes_bias_
     layer = replace_linear(model, "0", rank=2)
     assert layer.physical.name == "ideal" and (layer.d_in, layer.d_out) == (3, 5)
     assert layer.bias is None and layer.w.dtype == F64 and model[0] is layer
+    assert replace_linear(nn.Sequential(nn.Linear(3, 5)), "0", "mrr", rank=2).physical.name == "mrr"
 
 
 # ------------------------------------------------------------------------------ gain calibration

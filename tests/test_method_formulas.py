@@ -318,6 +318,15 @@ def test_forward_upkeep_is_a_ridge_correction_and_one_projector_step(B, r):
         torch.testing.assert_close(out.matrix(), U0 @ S0 @ V0.mT + Delta)
 
 
+def test_forward_upkeep_follows_the_factors_dtype():
+    """float32 factors, float64 batch: the pairs are converted to the factors' dtype."""
+    U0, V0 = orthonormal(5, 2, 37).float(), orthonormal(4, 2, 38).float()
+    S0 = torch.eye(2)
+    X = torch.randn(3, 4, generator=gen(39), dtype=F64)
+    out = forward_upkeep(U0, S0, V0, X, X @ torch.randn(5, 4, generator=gen(40), dtype=F64).mT)
+    assert all(T.dtype == torch.float32 for T in out)
+
+
 def test_forward_upkeep_with_matching_outputs_changes_nothing():
     """Outputs the surrogate already predicts: zero residual, zero correction."""
     U0, V0 = orthonormal(5, 2, 33), orthonormal(4, 2, 34)
