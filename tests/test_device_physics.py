@@ -212,6 +212,17 @@ def test_ring_transmission_closed_form_values():
     assert float(MRR(1, 1, a=0.9, r=0.9, dtype=F64).transfer_matrix(torch.zeros(1, dtype=F64))) == pytest.approx(-1.0)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_ring_weight_stays_in_unit_range_at_critical_coupling(grad):
+    """At critical coupling (a = r) the weight on resonance is -1 exactly in exact arithmetic; in
+    float32 ``1 + k / den`` rounds to -1 - 2.4e-7 for these rings: the clamp keeps it in [-1, 1]
+    in the differentiable path too."""
+    for a in (0.7312764966487885, 0.8382922637462616):
+        dev = MRR(1, 1, a=a, r=a, dtype=torch.float32)
+        w = torch.zeros(1, requires_grad=grad)
+        assert float(dev.transfer_matrix(w).detach()) >= -1.0
+
+
 def test_ring_weight_inverse():
     dev = MRR(3, 3, dtype=F64)
     lo, hi = dev.weight_range()
@@ -329,6 +340,8 @@ def test_single_mzi_by_hand_with_both_beam_splitter_errors():
     torch.testing.assert_close(dev.transfer_matrix(w), expected.real)
     t = mzi_coefficients(torch.tensor([theta], dtype=F64), torch.tensor([phi], dtype=F64), e1, e2)
     torch.testing.assert_close(torch.stack([x[0] for x in t]), _mzi(theta, phi, e1, e2).flatten())
+    ideal = mzi_coefficients(torch.tensor([theta], dtype=F64), torch.tensor([phi], dtype=F64))  # defaults: no error
+    torch.testing.assert_close(torch.stack([x[0] for x in ideal]), _mzi(theta, phi, 0.0, 0.0).flatten())
 
 
 @pytest.mark.parametrize("d_in,d_out", [(3, 3), (4, 4), (5, 3), (2, 5)])

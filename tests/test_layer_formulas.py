@@ -303,6 +303,20 @@ def test_replace_linear_defaults_to_the_ideal_device_with_the_linear_sizes_bias_
     assert replace_linear(nn.Sequential(nn.Linear(3, 5)), "0", "mrr", rank=2).physical.name == "mrr"
 
 
+def test_settings_errors_name_the_setting():
+    from hybridlab.layer import SurrogateSettings, ZOSettings
+
+    for kw, name in (({"samples": 0}, "`samples`"), ({"mu": 0.0}, "`mu`"), ({"directions": "x"}, "directions"),
+                     ({"scheme": "x"}, "scheme"), ({"compressed": 2}, "compressed")):
+        with pytest.raises(ValueError, match=name):
+            ZOSettings(**kw)
+    for kw, name in (({"rank": 0}, "`rank`"), ({"sketch": 0}, "`sketch`"), ({"sketch_kind": "x"}, "sketch_kind"),
+                     ({"init": "x"}, "init"), ({"upkeep": "x"}, "upkeep"), ({"rebuild_every": 0}, "`rebuild_every`"),
+                     ({"ridge": -1.0}, "`ridge`")):
+        with pytest.raises(ValueError, match=name):
+            SurrogateSettings(**kw)
+
+
 # ------------------------------------------------------------------------------ gain calibration
 def rms(t: torch.Tensor) -> float:
     return float(t.detach().square().mean().sqrt())

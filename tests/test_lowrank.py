@@ -177,5 +177,7 @@ def test_non_integer_rank_and_bad_shapes_raise():
         fit_identity(query_of(A), 0, 2)
     with pytest.raises(ValueError, match="sketch"):
         fit_randomized(query_of(A), 8, 2, sketch=0)
+    with pytest.raises(ValueError, match="oversample.*range-finder"):
+        fit_randomized(query_of(A), 8, 2, oversample=-1)
     with pytest.raises(ValueError, match="unknown kind"):
         fit_randomized(query_of(A), 8, 2, kind="sobol")

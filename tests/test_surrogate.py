@@ -114,6 +114,8 @@ def test_projector_splitting_step_shape_errors():
         projector_splitting_step(U, S[:1], V, torch.zeros(8, 2, dtype=F64), lambda U1: None)
     with pytest.raises(ValueError, match="dA must have shape"):
         ksl_step(U, S, V, torch.zeros(6, 8, dtype=F64))
+    with pytest.raises(ValueError, match="dA must have shape.*got list"):
+        ksl_step(U, S, V, [[0.0]])
 
 
 # ---------------------------------------------------------------- implicit KSL
