@@ -306,12 +306,13 @@ def test_replace_linear_defaults_to_the_ideal_device_with_the_linear_sizes_bias_
 def test_settings_errors_name_the_setting():
     from hybridlab.layer import SurrogateSettings, ZOSettings
 
-    for kw, name in (({"samples": 0}, "`samples`"), ({"mu": 0.0}, "`mu`"), ({"directions": "x"}, "directions"),
-                     ({"scheme": "x"}, "scheme"), ({"compressed": 2}, "compressed")):
+    for kw, name in (({"samples": 0}, "`samples`"), ({"mu": 0.0}, "`mu`"), ({"directions": "x"}, "unknown directions"),
+                     ({"scheme": "x"}, "unknown scheme"), ({"compressed": 2}, "unknown compressed")):
         with pytest.raises(ValueError, match=name):
             ZOSettings(**kw)
-    for kw, name in (({"rank": 0}, "`rank`"), ({"sketch": 0}, "`sketch`"), ({"sketch_kind": "x"}, "sketch_kind"),
-                     ({"init": "x"}, "init"), ({"upkeep": "x"}, "upkeep"), ({"rebuild_every": 0}, "`rebuild_every`"),
+    for kw, name in (({"rank": 0}, "`rank`"), ({"sketch": 0}, "`sketch`"),
+                     ({"sketch_kind": "x"}, "unknown sketch_kind"), ({"init": "x"}, "unknown init"),
+                     ({"upkeep": "x"}, "unknown upkeep"), ({"rebuild_every": 0}, "`rebuild_every`"),
                      ({"ridge": -1.0}, "`ridge`")):
         with pytest.raises(ValueError, match=name):
             SurrogateSettings(**kw)

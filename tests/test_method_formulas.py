@@ -278,6 +278,18 @@ def test_implicit_step_with_a_sketch_is_the_closed_form_with_the_sketched_transp
     torch.testing.assert_close(out.matrix(), expected)
 
 
+def test_steps_follow_the_dtype_of_the_factors():
+    """float32 factors with float64 products (a float64 device): the result stays float32."""
+    U0, V0 = orthonormal(6, 2, 41).float(), orthonormal(5, 2, 42).float()
+    S0 = torch.eye(2)
+    dA = torch.randn(6, 5, generator=gen(43), dtype=F64)
+    Zs = torch.randn(4, 5, generator=gen(44), dtype=F64)
+    out = projector_splitting_step(U0, S0, V0, dA @ V0.double(), sketched_transpose(Zs, dA @ Zs.mT))
+    assert all(T.dtype == torch.float32 for T in out)
+    out = projector_splitting_step(U0, S0, V0, dA @ V0.double(), lambda U1: dA.mT @ U1.double())
+    assert all(T.dtype == torch.float32 for T in out)
+
+
 def test_sketched_transpose_is_unbiased_with_the_derived_spread():
     """Gaussian sketch: ``E[(1/s) Z^T Z] = I`` and for fixed ``b = dA^T u``,
     ``E||(1/s) Z^T Z b - b||^2 = (d + 1) ||b||^2 / s``. Markov bound at Z times the rms, as above."""
