@@ -310,7 +310,7 @@ def test_settings_errors_name_the_setting():
                      ({"scheme": "x"}, "unknown scheme"), ({"compressed": 2}, "unknown compressed")):
         with pytest.raises(ValueError, match=name):
             ZOSettings(**kw)
-    for kw, name in (({"rank": 0}, "`rank`"), ({"sketch": 0}, "`sketch`"),
+    for kw, name in (({"rank": 0}, r"`rank` \(surrogate rank r\)"), ({"sketch": 0}, "`sketch`"),
                      ({"sketch_kind": "x"}, "unknown sketch_kind"), ({"init": "x"}, "unknown init"),
                      ({"upkeep": "x"}, "unknown upkeep"), ({"rebuild_every": 0}, "`rebuild_every`"),
                      ({"ridge": -1.0}, "`ridge`")):
