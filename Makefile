@@ -1,12 +1,13 @@
 # The two commands of the README:
 #   make book   builds the book, executing every chapter (creates .venv first)
 #   make test   runs the whole test suite (same bootstrap)
+#   make mutation  mutation testing of the method and the device physics (long; not part of make test)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: book book-clean test venv bench clean
+.PHONY: book book-clean test mutation venv bench clean
 
 # Executions are cached (_config.yml: execute_notebooks: cache), keyed by each chapter's code:
 # a rebuild re-executes only the chapters whose code changed. The cache cannot see the package,
@@ -31,6 +32,17 @@ book-clean: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# mutmut plants one bug at a time in zo, sketch, lowrank, surrogate, layer and devices/ and runs the
+# fast unit tests that reach the mutated function ([tool.mutmut] in pyproject.toml), one process at
+# a time. Results are kept in mutants/: a rerun only tests what changed. Prints the score.
+mutation: $(STAMP)
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 1
+	$(VENV)/bin/mutmut export-cicd-stats
+	$(PY) -c 'import json; s = json.load(open("mutants/mutmut-cicd-stats.json")); \
+	k = s["killed"] + s["timeout"]; n = s["no_tests"]; t = s["total"] - s["skipped"] - n; \
+	print(f"mutation score: {k} of {t} mutants killed ({100 * k / t:.1f} %); {n} more reached by no unit test")'
+	$(VENV)/bin/mutmut results
+
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py
 
@@ -44,4 +56,4 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf _build book/_vendor
+	rm -rf _build book/_vendor mutants

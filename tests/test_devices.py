@@ -409,6 +409,48 @@ def test_mzi_first_and_cached_query_agree():
     torch.testing.assert_close(dev.query(X), X @ dev.transfer_matrix(dev.w).T)
 
 
+def test_state_saved_without_the_generator_device_restores_the_generator_exactly():
+    """States written before the generator's device was recorded load like same-device states."""
+    dev = build("slm", 6, 4, noise=0.1)
+    state = dev.get_extra_state()
+    del state["rng_device"]
+    fresh = make_device("slm", 6, 4, noise=0.1)
+    fresh.load_state_dict(dev.state_dict())
+    fresh.set_extra_state(state)
+    X = inputs(3, 6)
+    assert torch.equal(fresh.query(X), dev.query(X))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_holds_only_the_state(name):
+    """Parameters, drift, fabrication errors when there are any, and the extra state (counters,
+    generator); nothing derived (the MZI's mode orders), no all-zero error buffers."""
+    base = {"w", "drift_offset", "_extra_state"}
+    assert set(make_device(name, 3, 2).state_dict()) == base
+    if name != "ideal":
+        fab = {"slm": "phase_offset", "mrr": "gamma", "mzi": "eps"}[name]
+        assert set(make_device(name, 3, 2, fab_error=0.1).state_dict()) == base | {fab}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_query_batch_of_one_set_counts_like_configure_and_query(name):
+    dev = build(name, 6, 4)
+    r0 = dev.reconfigurations
+    dev.query_batch(dev.w[None].clone(), inputs(2, 6))  # the configured set: no reconfiguration
+    assert (dev.queries, dev.reconfigurations) == (2, r0)
+    dev.query_batch((dev.w + 0.1)[None], inputs(3, 6))
+    assert (dev.queries, dev.reconfigurations) == (5, r0 + 1)
+
+
+def test_repr_lists_the_settings_that_are_on():
+    text = repr(make_device("slm", 3, 2, crosstalk=1.0, noise=0.1, seed=5))
+    assert "crosstalk=1.0" in text and "noise=0.1" in text and "seed=5" in text
+    assert "bits" not in text and "drift" not in text and "fab_error" not in text
+    text = repr(make_device("mrr", 3, 2, bits=4))
+    assert "bits=4" in text and "a=0.8" in text and "r=0.9" in text
+    assert "phase_noise=0.1" in repr(make_device("mzi", 2, 2, phase_noise=0.1, loss_db=0.5))
+
+
 def test_unconfigured_state_round_trip():
     dev = make_device("slm", 3, 3)
     fresh = make_device("slm", 3, 3)

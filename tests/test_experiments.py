@@ -13,8 +13,17 @@ from hybridlab import cli, plots, recipes
 from hybridlab import experiments as ex
 from hybridlab.lowrank import eckart_young_error, truncated_svd
 
-torch.set_num_threads(1)
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Run this file's tests with one torch thread, like the worker processes of compare_devices
+    (their results must match the serial run bit for bit), and give the previous count back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------------------- Grid

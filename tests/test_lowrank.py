@@ -116,6 +116,27 @@ def test_fit_randomized_error_shrinks_with_sketch_size(kind):
     assert e_large < 0.15  # ~ sqrt(d_in / s) = 0.09
 
 
+@pytest.mark.parametrize("kind", ["rademacher", "orthogonal"])
+def test_fit_randomized_probes_are_of_the_requested_kind(kind):
+    """Both the range-finder inputs and the sketch rows are drawn with ``kind``."""
+    A = torch.randn(9, 8, dtype=F64)
+    seen = []
+
+    def query(X):
+        seen.append(X.clone())
+        return X @ A.mT
+
+    fit_randomized(query, 8, 2, oversample=2, sketch=8, kind=kind, generator=torch.Generator().manual_seed(0),
+                   dtype=F64)
+    Omega, Z = seen
+    assert Omega.shape == (4, 8) and Z.shape == (8, 8)
+    for P in (Omega, Z):
+        if kind == "rademacher":
+            assert set(P.unique().tolist()) == {-1.0, 1.0}
+        else:
+            torch.testing.assert_close(P @ P.mT, 8.0 * torch.eye(P.shape[0], dtype=F64))
+
+
 def test_fit_randomized_deterministic_under_seed():
     A = torch.randn(20, 12, dtype=F64)
     a = fit_randomized(query_of(A), 12, 3, generator=torch.Generator().manual_seed(7), dtype=F64)
@@ -156,5 +177,7 @@ def test_non_integer_rank_and_bad_shapes_raise():
         fit_identity(query_of(A), 0, 2)
     with pytest.raises(ValueError, match="sketch"):
         fit_randomized(query_of(A), 8, 2, sketch=0)
+    with pytest.raises(ValueError, match="oversample.*range-finder"):
+        fit_randomized(query_of(A), 8, 2, oversample=-1)
     with pytest.raises(ValueError, match="unknown kind"):
         fit_randomized(query_of(A), 8, 2, kind="sobol")

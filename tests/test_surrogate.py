@@ -112,8 +112,14 @@ def test_projector_splitting_step_shape_errors():
         projector_splitting_step(U, S, V, torch.zeros(8, 2, dtype=F64), lambda U1: torch.zeros(8, 2, dtype=F64))
     with pytest.raises(ValueError, match="factor shapes"):
         projector_splitting_step(U, S[:1], V, torch.zeros(8, 2, dtype=F64), lambda U1: None)
-    with pytest.raises(ValueError, match="dA must have shape"):
+    with pytest.raises(ValueError, match=r"dA must have shape.*got \(6, 8\)"):
         ksl_step(U, S, V, torch.zeros(6, 8, dtype=F64))
+    with pytest.raises(ValueError, match=r"dA_V0 must have shape.*got \(8, 3\)"):
+        projector_splitting_step(U, S, V, torch.zeros(8, 3, dtype=F64), lambda U1: None)
+    with pytest.raises(TypeError, match="V0 must be a torch.Tensor"):
+        ksl_step(U, S, V.tolist(), torch.zeros(8, 6, dtype=F64))
+    with pytest.raises(ValueError, match="dA must have shape.*got list"):
+        ksl_step(U, S, V, [[0.0]])
 
 
 # ---------------------------------------------------------------- implicit KSL
