@@ -93,9 +93,10 @@ def make_optimizer(model: nn.Module, lr: float = 3e-3, lr_device: float | Mappin
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def _scale_rates(opt: torch.optim.Optimizer, factor: float) -> None:
+def _anneal(opt: torch.optim.Optimizer) -> None:
+    """Divide every group's learning rate by ten (the annealing phase)."""
     for group in opt.param_groups:
-        group["lr"] *= factor
+        group["lr"] /= 10
 
 
 @torch.no_grad()
@@ -219,7 +220,7 @@ def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_val: 
     model.train()
     for epoch in range(epochs):
         if epoch == main:  # the annealing phase
-            _scale_rates(opt, 0.1)
+            _anneal(opt)
         order = torch.randperm(n, generator=g)
         running = []
         for b in range(steps_per_epoch):
@@ -322,7 +323,7 @@ def train_language_model(model: nn.Module, train_batches: Callable[[], tuple[Ten
     running = []
     for step in range(1, steps + 1):
         if step == main + 1:  # the annealing phase
-            _scale_rates(opt, 0.1)
+            _anneal(opt)
         x, y = train_batches()
         opt.zero_grad(set_to_none=True)
         logits = model(x.to(dev))
