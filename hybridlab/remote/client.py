@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from collections import Counter
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
@@ -73,6 +74,8 @@ class RemoteDevice(nn.Module):
         self._conn: Connection | None = None
         self.queries = 0
         self.reconfigurations = 0
+        #: failed tries so far, by reason (what the retries absorbed)
+        self.problems: Counter[str] = Counter()
         self.name = "remote"  # until the server says which kind it serves
         self._conn = self._first_connection()
         info = self._call("create", d_in=self.d_in, d_out=self.d_out, dtype=str(self.dtype).removeprefix("torch."))
@@ -149,6 +152,8 @@ class RemoteDevice(nn.Module):
         return torch.from_numpy(a).to(like.device)
 
     def _where(self) -> str:
+        if not hasattr(self, "p"):  # not created yet
+            return f"the device server at {self.address}"
         return f"the served {self.name} device at {self.address}"
 
     def _first_connection(self) -> Connection:
@@ -225,6 +230,7 @@ class RemoteDevice(nn.Module):
                 raise RemoteDeviceError(self._key_message()) from None
             except (_NoAnswer, OSError, EOFError) as err:
                 problems.append(_describe(err))
+                self.problems[problems[-1]] += 1
                 self._disconnect()  # a late reply must not be read as the answer to a later request
                 continue
             if reply.get("seq") != seq:
@@ -238,6 +244,7 @@ class RemoteDevice(nn.Module):
             result = reply["result"]
             if op in READOUTS and not np.isfinite(result).all():
                 problems.append("a non-finite read-out")  # a read-out glitch: read the same reply again
+                self.problems[problems[-1]] += 1
                 continue
             return result
         raise RemoteDeviceError(

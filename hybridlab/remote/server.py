@@ -265,13 +265,17 @@ def _device_process(config: _Config, report: Connection, generation: int) -> Non
                     break  # the client left; serve the next one
                 reply, executed = host.handle(request)
                 if executed and faults.die_after and host.executed % faults.die_after == 0:
+                    _log_fault("dies after executing", request)
                     os._exit(DIED_ON_PURPOSE)  # executed and saved, never answered
                 drop, delay, corrupt = rng.random(), rng.random(), rng.random()
                 if drop < faults.drop:
+                    _log_fault("lost the reply to", request)
                     continue
                 if delay < faults.delay:
+                    _log_fault(f"answers {faults.delay_seconds:g} s late to", request)
                     time.sleep(faults.delay_seconds)
-                if corrupt < faults.nonfinite and decode(reply)["ok"] and _is_readout(request):
+                if corrupt < faults.nonfinite and decode(request).get("op") in READOUTS and decode(reply)["ok"]:
+                    _log_fault("sends a non-finite read-out in reply to", request)
                     reply = _corrupt(reply, rng)
                 try:
                     conn.send_bytes(reply)
@@ -279,8 +283,9 @@ def _device_process(config: _Config, report: Connection, generation: int) -> Non
                     break
 
 
-def _is_readout(request: bytes) -> bool:
-    return decode(request).get("op") in READOUTS
+def _log_fault(what: str, request: bytes) -> None:
+    r = decode(request)
+    print(f"hybridlab serve: fault: {what} request {r.get('seq')} ({r.get('op')})", file=sys.stderr, flush=True)
 
 
 # -------------------------------------------------------------------------------------- supervisor
