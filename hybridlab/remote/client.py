@@ -191,6 +191,7 @@ class RemoteDevice(nn.Module):
             except TimeoutError:
                 raise _NoAnswer(f"no connection within {self.retry.timeout:g} s") from None
         sock.setblocking(True)  # the connection does blocking reads; poll() below bounds the waits
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(sock.detach())
         try:
             if not conn.poll(max(deadline - time.monotonic(), 0.0)):

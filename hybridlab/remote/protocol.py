@@ -22,7 +22,7 @@ from typing import Any
 from .. import checks
 
 __all__ = ["AUTHKEY_VARIABLE", "DEFAULT_AUTHKEY", "READOUTS", "RemoteDeviceError", "RetryPolicy", "authkey",
-           "decode", "encode", "format_address", "is_loopback", "parse_address"]
+           "decode", "encode", "format_address", "is_loopback", "no_delay", "parse_address"]
 
 #: The environment variable holding the shared key (both ends read it).
 AUTHKEY_VARIABLE = "HYBRIDLAB_AUTHKEY"
@@ -119,6 +119,17 @@ def is_loopback(host: str) -> bool:
     except OSError:
         return False
     return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def no_delay(fd: int) -> None:
+    """Send small messages at once on the TCP socket ``fd`` (no Nagle delay waiting for an ACK).
+
+    A connection writes a long message as a header and a body; with Nagle's algorithm the body
+    waits for the peer's delayed ACK of the header, tens of milliseconds per request.
+    """
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def encode(message: dict[str, Any]) -> bytes:

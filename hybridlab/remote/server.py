@@ -40,7 +40,7 @@ import torch
 
 from .. import checks
 from ..devices import make_device
-from .protocol import DEFAULT_AUTHKEY, READOUTS, authkey, decode, encode, format_address, is_loopback
+from .protocol import DEFAULT_AUTHKEY, READOUTS, authkey, decode, encode, format_address, is_loopback, no_delay
 
 __all__ = ["Faults", "ServerThread", "serve", "start_server"]
 
@@ -148,7 +148,7 @@ class _DeviceHost:
         return {"name": self.device.name, "p": self.device.p, "linear_in_x": self.device.linear_in_x,
                 "options": dict(self.options)}
 
-    def _op_init_params(self, generator_state: np.ndarray | None) -> dict[str, Any] | np.ndarray:
+    def _op_init_params(self, generator_state: np.ndarray | None) -> dict[str, Any]:
         dev = self._device()
         if generator_state is None:
             return {"params": dev.init_params().cpu().numpy(), "generator_state": None}
@@ -257,6 +257,7 @@ def _device_process(config: _Config, report: Connection, generation: int) -> Non
         except (OSError, EOFError, multiprocessing.AuthenticationError) as err:
             print(f"hybridlab serve: refused a connection ({type(err).__name__}: {err})", file=sys.stderr)
             continue
+        no_delay(conn.fileno())
         with conn:
             while True:
                 try:
