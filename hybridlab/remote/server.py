@@ -188,9 +188,11 @@ class _DeviceHost:
         return torch.from_numpy(a).to(self.torch_device)
 
     def _build(self):
+        # built, then moved, as a layer builds and moves its device: on a GPU the runtime generator
+        # is reseeded by the move, and the served device must draw the same noise as an in-process one
         s = self.spec
         return make_device(self.kind, s["d_in"], s["d_out"], dtype=getattr(torch, s["dtype"]),
-                           device=self.torch_device, **self.options)
+                           **self.options).to(self.torch_device)
 
     def _save(self) -> None:
         state = {"kind": self.kind, "options": self.options, "spec": self.spec, "session": self.session,
