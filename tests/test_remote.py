@@ -235,8 +235,11 @@ def test_misuse_of_a_served_device_gives_clear_errors(slm_server, monkeypatch):
         run("vision", "mrr", **QUICK, remote=slm_server)
     with pytest.raises(ValueError, match="belong to the server"):
         run("vision", "slm", **QUICK, remote=slm_server, device_options={"noise": 0.1})
-    with RemoteDevice(slm_server, D_IN, D_OUT) as remote, pytest.raises(ValueError, match="oracle"):
-        BlackBoxLinear(D_IN, D_OUT, remote, method="oracle")
+    with RemoteDevice(slm_server, D_IN, D_OUT) as remote:
+        with pytest.raises(ValueError, match="oracle"):
+            BlackBoxLinear(D_IN, D_OUT, remote, method="oracle")
+        with pytest.raises(RemoteDeviceError, match="no handshake within 0.5 s .is it busy with another client"):
+            RemoteDevice(slm_server, D_IN, D_OUT, retry=RetryPolicy(attempts=1, timeout=0.5))
     monkeypatch.setenv("HYBRIDLAB_AUTHKEY", "not the server's key")
     with pytest.raises(RemoteDeviceError, match="refused the authentication key"):
         RemoteDevice(slm_server, D_IN, D_OUT)
@@ -247,6 +250,8 @@ def test_misuse_of_a_served_device_gives_clear_errors(slm_server, monkeypatch):
         start_server("slm", port=int(slm_server.rsplit(":", 1)[1]))  # the port is taken
     with pytest.raises(ValueError, match="fab_error is not modelled"):
         start_server("ideal", options={"fab_error": 0.1})
+    with pytest.raises(ValueError, match="port must be in 0-65535"):
+        start_server("ideal", port=70000)
 
 
 # ----------------------------------------------------------------------------- command line

@@ -78,7 +78,11 @@ class RemoteDevice(nn.Module):
         self.problems: Counter[str] = Counter()
         self.name = "remote"  # until the server says which kind it serves
         self._conn = self._first_connection()
-        info = self._call("create", d_in=self.d_in, d_out=self.d_out, dtype=str(self.dtype).removeprefix("torch."))
+        try:
+            info = self._call("create", d_in=self.d_in, d_out=self.d_out, dtype=str(self.dtype).removeprefix("torch."))
+        except BaseException:
+            self._disconnect()
+            raise
         self.name = info["name"]
         self.p: int = info["p"]
         self.linear_in_x: bool = info["linear_in_x"]

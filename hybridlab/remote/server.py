@@ -329,7 +329,8 @@ def serve(device: str, *, port: int = 0, host: str = "127.0.0.1", options: dict[
     if key == DEFAULT_AUTHKEY and not is_loopback(host):
         raise ValueError(f"serving on {host} beyond this machine needs a secret key: set HYBRIDLAB_AUTHKEY "
                          "on both sides (messages are pickled, so the key is what keeps strangers out)")
-    checks.count(port, "port", minimum=0)
+    if checks.count(port, "port", minimum=0) > 65535:
+        raise ValueError(f"port must be in 0-65535 (0: a free one), got {port}")
     checks.count(max_restarts, "max_restarts", minimum=0)
     if port == 0:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
