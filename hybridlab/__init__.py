@@ -5,6 +5,7 @@ The package computes; the book's chapters import it, show it and plot it. Where 
 
 * argument checks shared by every module ............. :mod:`hybridlab.checks`
 * simulated devices and their cost model ............. :mod:`hybridlab.devices`
+* a device served by another process, faults ......... :mod:`hybridlab.remote`
 * random probes with ``E[z z^T] = I`` (one source) .... :mod:`hybridlab.sketch`
 * rank-r approximation, Eckart-Young, fits ........... :mod:`hybridlab.lowrank`
 * projector-splitting integrator, tracking ratio ..... :mod:`hybridlab.surrogate`

@@ -1,10 +1,14 @@
-"""Command line: ``python -m hybridlab train ...`` trains one network and writes its result as JSON.
+"""Command line: ``python -m hybridlab train ...`` trains one network and writes its result as JSON;
+``python -m hybridlab serve ...`` serves a simulated device to training runs in other processes.
 
     python -m hybridlab train --task vision --device slm --method surrogate --seed 0 --out result.json
     python -m hybridlab train --task text --device mzi --with-digital --quick
+    python -m hybridlab serve --device slm --port 5000 --noise 0.01 --drop 0.01   # in one terminal
+    python -m hybridlab train --task vision --device slm --remote localhost:5000  # in another
 
-Argument parsing only: every option maps to an argument of :func:`hybridlab.recipes.run` (the
-settings, their per-task defaults and meanings, and the result's JSON schema are documented there).
+Argument parsing only: every ``train`` option maps to an argument of :func:`hybridlab.recipes.run`
+(the settings, their per-task defaults and meanings, and the result's JSON schema are documented
+there), every ``serve`` option to one of :func:`hybridlab.remote.serve` or :class:`hybridlab.remote.Faults`.
 Errors in values or data (an unknown layer, a rank too large, a folder without the dataset, an
 unreadable file) print one line on stderr and exit with code 2.
 """
@@ -25,6 +29,7 @@ from .data import DataUnavailable
 from .devices import DEVICES
 from .layer import UPKEEPS
 from .recipes import ALL_METHODS, COMMAND_LINE, MEANINGS, TASKS, run
+from .remote import Faults, RetryPolicy, serve
 from .sketch import KINDS as SKETCH_KINDS
 
 __all__ = ["build_parser", "main"]
@@ -41,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m hybridlab`` argument parser (subcommand ``train``)."""
+    """The ``python -m hybridlab`` argument parser (subcommands ``train`` and ``serve``)."""
     parser = _Parser(prog="hybridlab", description="Train networks that contain a physical, query-only layer.")
     parser.add_argument("--version", action="version", version=f"hybridlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -83,19 +88,85 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int,
                    help="PyTorch CPU threads (default: PyTorch's); runs repeat exactly only with the same count")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("a device served by another process (python -m hybridlab serve)")
+    g.add_argument("--remote", metavar="HOST:PORT", help="train with the device of this server (its kind must be "
+                                                         "--device; its physics options are the server's)")
+    g.add_argument("--timeout", type=float, help=f"seconds one try may take: connect, send, reply (default "
+                                                 f"{RetryPolicy.timeout:g}); a silent server ends the run after "
+                                                 "--attempts tries")
+    g.add_argument("--attempts", type=int, help=f"tries per device operation (default {RetryPolicy.attempts})")
+    _add_serve_parser(sub)
     return parser
 
 
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a simulated device to training runs in other processes",
+                       description="Serve one simulated device on a TCP port until stopped (Ctrl-C, SIGTERM); "
+                                   "train against it with: python -m hybridlab train ... --remote HOST:PORT. "
+                                   "Clients and server share the key in $HYBRIDLAB_AUTHKEY (unset: a local "
+                                   "default, accepted on this machine's loopback interface only).")
+    p.add_argument("--device", required=True, choices=tuple(DEVICES), help="the device kind")
+    p.add_argument("--port", required=True, type=int, help="TCP port (0: a free one, printed on stdout)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine)")
+    g = p.add_argument_group("device physics (hybridlab.devices)")
+    g.add_argument("--noise", type=float, help="read-out noise (relative)")
+    g.add_argument("--bits", type=int, help="phase quantisation bits")
+    g.add_argument("--fab-error", type=float, help="fabrication error (standard deviation)")
+    g.add_argument("--crosstalk", type=float, help="neighbour coupling")
+    g.add_argument("--drift", type=float, help="drift per step (standard deviation)")
+    g.add_argument("--seed", type=int, default=0, help="seed of fabrication errors and read-out noise (default: 0; "
+                                                       "a run repeats an in-process one when it equals its --seed)")
+    g = p.add_argument_group("faults to inject (hybridlab.remote.Faults)")
+    g.add_argument("--drop", type=float, default=0.0, metavar="P", help="probability that a reply is lost")
+    g.add_argument("--delay", type=float, default=0.0, metavar="P", help="probability that a reply comes late")
+    g.add_argument("--delay-seconds", type=float, default=Faults.delay_seconds, metavar="S",
+                   help=f"how late a late reply comes (default: {Faults.delay_seconds:g})")
+    g.add_argument("--nonfinite", type=float, default=0.0, metavar="P",
+                   help="probability that a read-out carries a NaN or Inf")
+    g.add_argument("--die-after", type=int, metavar="N",
+                   help="the device process dies after every N requests and is restarted from its state file")
+    g.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws (default: 0)")
+    g = p.add_argument_group("server")
+    g.add_argument("--state", metavar="FILE", help="state file of the device (default: a temporary one); an "
+                                                   "existing file is resumed")
+    g.add_argument("--max-restarts", type=int, default=100, help="give up after this many deaths (default: 100)")
+    g.add_argument("--cpu", action="store_true", help="keep the device on the CPU even when CUDA is available")
+    g.add_argument("--threads", type=int, help="PyTorch CPU threads of the device (default: PyTorch's)")
+
+
+def _check_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None and args.threads < 1:
+        raise _UsageError(f"--threads must be at least 1, got {args.threads}")
+
+
 def _train_command(args: argparse.Namespace) -> dict[str, Any]:
+    _check_threads(args)
     if args.threads is not None:
-        if args.threads < 1:
-            raise _UsageError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     device_options = {k: getattr(args, k) for k in ("noise", "bits") if getattr(args, k) is not None}
+    retry = {k: getattr(args, k) for k in ("timeout", "attempts") if getattr(args, k) is not None}
+    if retry and args.remote is None:
+        raise _UsageError("--timeout and --attempts apply to a served device: add --remote HOST:PORT")
     return run(args.task, args.device, args.method, seed=args.seed, data_seed=args.data_seed, data_dir=args.data_dir,
                download=args.download, quick=args.quick, layer=args.layer, with_digital=args.with_digital,
                progress=not args.no_progress, use_cuda=not args.cpu, device_options=device_options,
+               remote=args.remote, remote_retry=RetryPolicy(**retry) if retry else None,
                **{k: getattr(args, k) for k in COMMAND_LINE})
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    _check_threads(args)
+    physics = {"noise": args.noise, "bits": args.bits, "fab_error": args.fab_error, "crosstalk": args.crosstalk,
+               "drift": args.drift, "seed": args.seed}
+    faults = Faults(drop=args.drop, delay=args.delay, delay_seconds=args.delay_seconds, nonfinite=args.nonfinite,
+                    die_after=args.die_after, seed=args.fault_seed)
+    try:
+        serve(args.device, port=args.port, host=args.host, options={k: v for k, v in physics.items() if v is not None},
+              faults=faults, state_file=args.state, threads=args.threads, use_cuda=not args.cpu,
+              max_restarts=args.max_restarts)
+    except KeyboardInterrupt:
+        print("hybridlab serve: stopped", file=sys.stderr)
+    return 0
 
 
 def _summary_line(r: dict[str, Any]) -> str:
@@ -108,9 +179,11 @@ def _summary_line(r: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m hybridlab``; returns the exit code (0 ok, 2 bad usage or data)."""
+    """Entry point of ``python -m hybridlab``; returns the exit code (0 ok, 2 bad usage, data or device)."""
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "serve":
+            return _serve_command(args)
         result = _train_command(args)
         text = json.dumps(result, indent=2)
         if args.out:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from . import checks
 from .devices import Device, make_device
 from .lowrank import check_rank, fit_identity, fit_randomized
+from .remote.client import RemoteDevice
 from .sketch import KINDS as SKETCH_KINDS
 from .sketch import random_rows
 from .surrogate import forward_upkeep, projector_splitting_step, sketched_transpose
@@ -168,8 +169,9 @@ class BlackBoxLinear(nn.Module):
     Args:
         d_in: input width.
         d_out: output width.
-        device: a physical device name (``'ideal'``, ``'slm'``, ``'mrr'``, ``'mzi'``) or a
-            :class:`hybridlab.devices.Device` of matching size.
+        device: a physical device name (``'ideal'``, ``'slm'``, ``'mrr'``, ``'mzi'``), a
+            :class:`hybridlab.devices.Device` of matching size, or a device served by another
+            process (:class:`hybridlab.remote.RemoteDevice`; not with ``oracle``).
         method: one of :data:`METHODS`.
         zo: the zero-order settings (default :class:`ZOSettings`).
         surrogate: the surrogate settings (default :class:`SurrogateSettings`); the rank must
@@ -210,8 +212,12 @@ class BlackBoxLinear(nn.Module):
         dtype = dtype or torch.get_default_dtype()
         if isinstance(device, str):
             device = make_device(device, d_in, d_out, seed=seed, dtype=dtype, **(device_options or {}))
-        elif not isinstance(device, Device):
-            raise TypeError(f"`device` must be a device name or a hybridlab Device, got {type(device).__name__}")
+        elif not isinstance(device, Device | RemoteDevice):
+            raise TypeError(f"`device` must be a device name, a hybridlab Device or a RemoteDevice, "
+                            f"got {type(device).__name__}")
+        elif method == "oracle" and isinstance(device, RemoteDevice):
+            raise ValueError("method 'oracle' differentiates through the simulator, which a served device keeps "
+                             "to itself (it can only be queried): use another method")
         elif device_options:
             raise ValueError("`device_options` only applies when `device` is given by name")
         if (device.d_in, device.d_out) != (d_in, d_out):

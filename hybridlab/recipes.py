@@ -57,6 +57,7 @@ from .data.bundle import validation_split
 from .devices import DEVICES
 from .layer import METHODS, BlackBoxLinear, replace_linear
 from .models import DEFAULT_BLACK_BOX, MODEL_DEFAULTS, build_model, replaceable
+from .remote import RemoteDevice, RetryPolicy
 from .train import (
     History,
     accuracy,
@@ -208,13 +209,22 @@ def load_data(task: str, *, data_dir: str | Path | None = None, download: bool =
 
 # ---------------------------------------------------------------------------------------- one run
 def _hybrid_model(task: str, data: Dataset | TextCorpus, device: str, method: str, layer: str, cfg: dict[str, Any],
-                  seed: int, device_options: dict[str, Any]) -> tuple[nn.Module, BlackBoxLinear | None]:
+                  seed: int, device_options: dict[str, Any], remote: str | None = None,
+                  remote_retry: RetryPolicy | None = None) -> tuple[nn.Module, BlackBoxLinear | None]:
     model = build_model(task, data, seed=seed, **{k: cfg[k] for k in MODEL_DEFAULTS[task]})
-    if not isinstance(dict(model.named_modules()).get(layer), nn.Linear):
+    old = dict(model.named_modules()).get(layer)
+    if not isinstance(old, nn.Linear):
         raise ValueError(f"layer {layer!r} is not a Linear of the {task} model; choose one of "
                          f"{', '.join(replaceable(model))}")
     if method == "digital":
         return model, None
+    if remote is not None:  # the device of a server: its kind must be the run's (the defaults depend on it)
+        served = RemoteDevice(remote, old.in_features, old.out_features, dtype=old.weight.dtype, retry=remote_retry)
+        if served.name != device:
+            served.close()
+            raise ValueError(f"the server at {remote} serves the {served.name} device, not {device}: "
+                             f"train with device {served.name!r} (--device {served.name})")
+        device = served
     black_box = replace_linear(model, layer, device, method=method, seed=seed, device_options=device_options or None,
                                **{k: cfg[k] for k in _LAYER_SETTINGS})
     return model, black_box
@@ -270,21 +280,29 @@ def _fit_language_model(model: nn.Module, corpus: TextCorpus, cfg: dict[str, Any
 
 def _train_one(task: str, data: Dataset | TextCorpus, device: str, method: str, layer: str, cfg: dict[str, Any],
                seed: int, data_seed: int, torch_device: torch.device, progress: bool,
-               device_options: dict[str, Any]) -> dict[str, Any]:
+               device_options: dict[str, Any], remote: str | None = None,
+               remote_retry: RetryPolicy | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    model, _ = _hybrid_model(task, data, device, method, layer, cfg, seed, device_options)
+    model, black_box = _hybrid_model(task, data, device, method, layer, cfg, seed, device_options, remote, remote_retry)
     model.to(torch_device)
     desc = f"{task} {method}" + ("" if method == "digital" else f" {device}")
+    served = black_box.physical if black_box is not None and isinstance(black_box.physical, RemoteDevice) else None
     fit = _fit_language_model if task == "text" else _fit_classifier
-    hist, val_metric, metric = fit(model, data, cfg, seed, data_seed, progress, desc)
-    return {"metric": metric, "val_metric": val_metric, "history": hist.as_dict(),
-            "seconds": time.perf_counter() - t0, **hardware_budget(model)}
+    try:
+        hist, val_metric, metric = fit(model, data, cfg, seed, data_seed, progress, desc)
+    finally:
+        if served is not None:
+            served.close()  # the server then serves its next client
+    out = {"metric": metric, "val_metric": val_metric, "history": hist.as_dict(),
+           "seconds": time.perf_counter() - t0, **hardware_budget(model)}
+    return out if served is None else {**out, "device_options": served.options}
 
 
 def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: int = 0, data_seed: int = 0,
         data: Dataset | TextCorpus | None = None, data_dir: str | Path | None = None, download: bool = False,
         quick: bool = False, layer: str | None = None, with_digital: bool = False, progress: bool = False,
-        use_cuda: bool = True, device_options: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+        use_cuda: bool = True, device_options: dict[str, Any] | None = None, remote: str | None = None,
+        remote_retry: RetryPolicy | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one network and return the result dictionary (the schema of this module's docstring).
 
     Args:
@@ -305,11 +323,22 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
         progress: show tqdm progress bars (stderr).
         use_cuda: train on the GPU when one is available.
         device_options: physics options of the device (e.g. ``{"noise": 0.01, "bits": 8}``).
+        remote: ``"HOST:PORT"`` of a device server (``python -m hybridlab serve``): the black box
+            is that server's device (:class:`hybridlab.remote.RemoteDevice`), whose kind must be
+            ``device`` and whose physics options are the server's (``device_options`` must be empty;
+            the result's ``device_options`` are the server's).
+        remote_retry: how long and how often to wait for the server (default
+            :class:`hybridlab.remote.RetryPolicy`).
         overrides: settings of :data:`DEFAULTS` (``epochs``, ``lr``, ``rank``, ...) and model ``width``.
     """
     args = {"task": task, "device": device, "method": method, "seed": seed, "data_seed": data_seed,
             "data_dir": None if data_dir is None else str(data_dir), "download": download, "quick": quick,
             "layer": layer, "with_digital": with_digital, "device_options": device_options, **overrides}
+    if remote is not None:
+        if device_options:
+            raise ValueError(f"the physics options {device_options} belong to the server at {remote} "
+                             "(python -m hybridlab serve --noise ...): leave device_options empty with remote")
+        args.update(remote=remote, remote_retry=None if remote_retry is None else dataclasses.asdict(remote_retry))
     cfg = settings(task, device, method, quick=quick, **overrides)
     layer = layer or DEFAULT_BLACK_BOX[task]
     t0 = time.perf_counter()
@@ -320,7 +349,9 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
     options = dict(device_options or {})
     metric = METRIC[task]
 
-    out = _train_one(task, data, device, method, layer, cfg, seed, data_seed, torch_device, progress, options)
+    out = _train_one(task, data, device, method, layer, cfg, seed, data_seed, torch_device, progress, options,
+                     remote, remote_retry)
+    options = out.get("device_options", options)
     result: dict[str, Any] = {"task": task, "device": device, "method": method, "layer": layer, "metric": metric,
                               metric: out["metric"], f"val_{metric}": out["val_metric"]}
     if with_digital:
