@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from . import checks
+from .timing import timed
 
 __all__ = ["KINDS", "random_rows", "random_factors", "expand_factors"]
 
@@ -44,6 +45,7 @@ KINDS: tuple[str, ...] = ("gaussian", "rademacher", "packed", "orthogonal")
 """Valid ``kind`` values of :func:`random_rows`."""
 
 
+@timed("random")
 def random_rows(
     n: int,
     d: int,
@@ -114,6 +116,7 @@ def _sign_table(dtype: torch.dtype, device: torch.device) -> Tensor:
     return ((b >> bit) & 1).to(dtype).mul_(2).sub_(1)
 
 
+@timed("random")
 def random_factors(
     n: int,
     shape: tuple[int, int],

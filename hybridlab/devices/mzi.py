@@ -106,6 +106,16 @@ class MZIMesh(Device):
         return max(d_in, d_out) ** 2
 
     @property
+    def param_shape(self) -> tuple[int, int]:
+        """The ``p = N^2`` phases, in their stored order ``[theta, phi, alpha]``, cut into ``N`` rows of ``N``.
+
+        The phases have no matrix layout of their own; this reshaping only serves low-rank zero-order
+        directions, whose variance depends on the shape only through ``d1 + d2``
+        (:mod:`hybridlab.zo`), smallest for the square ``N x N``.
+        """
+        return self.N, self.N
+
+    @property
     def _per_call_randomness(self) -> bool:
         return self.phase_noise > 0
 
