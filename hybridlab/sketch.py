@@ -105,7 +105,10 @@ def _packed_signs(n: int, d: int, generator: torch.Generator | None, dtype: torc
     bits = torch.empty(n, words, dtype=torch.int64, device=device)
     bits.random_(-2**63, None, generator=generator)  # the full 64-bit range: every bit a fair coin
     table = _sign_table(dtype, bits.device)
-    return table[bits.view(torch.uint8).int()].reshape(n, 64 * words)[:, :d]
+    # an embedding look-up (a row gather) is the fastest unpacking on a CPU, several times faster
+    # than drawing Gaussian numbers
+    signs = torch.nn.functional.embedding(bits.view(torch.uint8).long(), table)
+    return signs.reshape(n, 64 * words)[:, :d]
 
 
 @functools.lru_cache(maxsize=16)
