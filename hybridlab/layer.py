@@ -333,7 +333,7 @@ class BlackBoxLinear(nn.Module):
             y = _BlackBoxFunction.apply(x2, self.w, self)
         if not self._gain_calibrated:  # output rms = input rms, over the whole batch of every rank
             with torch.no_grad():
-                xs, ys = self._whole_batch(x2.detach()), self._whole_batch(y.detach())
+                xs, ys = self._whole_batch(x2.detach(), y.detach())
                 self.gain.copy_(xs.pow(2).mean().sqrt() / ys.pow(2).mean().sqrt().clamp_min(1e-12))
             self._gain_calibrated = True
         out = self.gain * y
@@ -388,9 +388,12 @@ class BlackBoxLinear(nn.Module):
                 raise
             raise ValueError(f"black-box layer ({self.physical.name}), training step {self.step}: {err}") from err
 
-    def _whole_batch(self, rows: Tensor) -> Tensor:
-        """``rows`` of every data-parallel rank, in rank order (this rank's alone without :attr:`batch_gather`)."""
-        return rows if self.batch_gather is None else self.batch_gather(rows)
+    def _whole_batch(self, *parts: Tensor) -> tuple[Tensor, ...]:
+        """Row-aligned ``parts`` of every data-parallel rank, in rank order, in one gather (this rank's
+        alone without :attr:`batch_gather`)."""
+        if self.batch_gather is None:
+            return parts
+        return self.batch_gather(torch.cat(parts, dim=1)).split([t.shape[1] for t in parts], dim=1)
 
     def _query(self, X: Tensor) -> Tensor:
         with self._step_context():
@@ -460,7 +463,7 @@ class BlackBoxLinear(nn.Module):
     @timed("upkeep")
     def _forward_upkeep(self, X: Tensor, Y: Tensor) -> None:
         """Upkeep ``'forward'``: correct the surrogate with the batch the forward pass just read (every rank's)."""
-        X, Y = self._whole_batch(X), self._whole_batch(Y)
+        X, Y = self._whole_batch(X, Y)
         self._set_factors(*forward_upkeep(self.U, self.S, self.V, X, Y, ridge=self.surrogate.ridge))
 
     def _twin_gradients(self, x: Tensor, w: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
