@@ -351,7 +351,7 @@ class BlackBoxLinear(nn.Module):
                 "step": self.step, "gain_calibrated": self._gain_calibrated}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`get_extra_state`; a generator saved on another kind of torch device is reseeded from its state."""
+        """Restore :meth:`get_extra_state` (a generator saved on another kind of torch device is reseeded)."""
         rng = state["generator"]
         if state.get("generator_device", "cpu") == self._generator.device.type:
             self._generator.set_state(rng.cpu() if isinstance(rng, Tensor) else rng)

@@ -69,7 +69,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -92,13 +92,14 @@ class Ranks:
         rank: this process's rank, ``0 .. world_size - 1``.
         world_size: number of processes.
         local_rank: rank on this machine (picks the GPU).
-        torch_device: where this rank's model lives (``cuda:<local_rank>`` with GPUs, else CPU).
+        torch_device: where this rank's model lives (``cuda:<local_rank>`` with GPUs, else torch's
+            default device).
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    torch_device: torch.device = torch.device("cpu")
+    torch_device: torch.device = field(default_factory=torch.get_default_device)
 
     @property
     def distributed(self) -> bool:
@@ -127,7 +128,7 @@ def setup_from_env(backend: str | None = None) -> Ranks:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
     if world <= 1:
-        return Ranks(torch_device=torch.device("cuda" if cuda else "cpu"))
+        return Ranks(torch_device=torch.device("cuda") if cuda else torch.get_default_device())
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
         raise ValueError(f"WORLD_SIZE={world} but {', '.join(missing)} not set: start the script with "
@@ -138,9 +139,7 @@ def setup_from_env(backend: str | None = None) -> Ranks:
     checks.choice(backend, "backend", ("gloo", "nccl"))
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    device = torch.device("cuda", local_rank) if cuda else torch.get_default_device()
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world)
     return Ranks(rank, world, local_rank, device)
@@ -227,8 +226,9 @@ def hardware_budget(model: nn.Module) -> dict[str, int]:
     if not (dist.is_available() and dist.is_initialized()):
         return local
     keys = sorted(local)
-    device = next(model.parameters()).device if dist.get_backend() == "nccl" else torch.device("cpu")
-    total = torch.tensor([local[k] for k in keys], dtype=torch.int64, device=device)
+    total = torch.tensor([local[k] for k in keys], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        total = total.to(next(model.parameters()).device)
     dist.all_reduce(total)
     return dict(zip(keys, (int(v) for v in total)))
 

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from hybridlab.sketch import random_rows
-from hybridlab.zo import (KINDS, SCHEMES, directions, matrix_shape, second_moment_excess, zo_gradient,
-                          zo_input_gradient)
+from hybridlab.zo import KINDS, SCHEMES, directions, matrix_shape, second_moment_excess, zo_gradient, zo_input_gradient
 
 D_IN, D_OUT, N = 8, 8, 5  # p = 64
 P = D_IN * D_OUT
