@@ -66,6 +66,7 @@ notebooks).
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 from collections.abc import Callable
@@ -137,9 +138,10 @@ def setup_from_env(backend: str | None = None) -> Ranks:
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     backend = backend or ("nccl" if cuda else "gloo")
     checks.choice(backend, "backend", ("gloo", "nccl"))
+    # (gloo lets several ranks share a GPU, as in a test on a one-GPU machine; nccl does not)
+    device = torch.device("cuda", local_rank % torch.cuda.device_count()) if cuda else torch.get_default_device()
     if backend == "nccl":
-        torch.cuda.set_device(local_rank)
-    device = torch.device("cuda", local_rank) if cuda else torch.get_default_device()
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world)
     return Ranks(rank, world, local_rank, device)
@@ -175,7 +177,12 @@ def prepare(model: nn.Module, ranks: Ranks, *, sync_batchnorm: bool = True) -> n
     if sync_batchnorm and ranks.torch_device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [ranks.torch_device.index] if ranks.torch_device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+    ddp = nn.parallel.DistributedDataParallel
+    # no buffer broadcast at every forward (torch < 2.13 spells it broadcast_buffers)
+    no_sync = "forward_sync_buffers"
+    if no_sync not in inspect.signature(ddp).parameters:
+        no_sync = "broadcast_buffers"
+    return ddp(model, device_ids=device_ids, **{no_sync: False})
 
 
 def shard(batch: Tensor, ranks: Ranks) -> Tensor:
