@@ -562,16 +562,18 @@ class Device(torch.nn.Module):
         return []
 
 
-def _count_changed_rows(W: Tensor, current: Tensor | None) -> int | Tensor:
+def _count_changed_rows(W: Tensor, current: Tensor | None, on_device: bool | None = None) -> int | Tensor:
     """Number of rows ``W[i]`` that differ from the row before (``W[0]`` from ``current``; ``None``:
     the device is not configured, ``W[0]`` counts).
 
-    On the CPU, cheap first: rows whose first entries differ are different; only the rest are
-    compared in full; the result is an ``int``. Elsewhere (a GPU), where reading a flag back to
-    the host would wait for the device, every row is compared there and the count is returned as
-    a 0-dim tensor on that device.
+    ``on_device=False`` (the default on the CPU): cheap first, rows whose first entries differ are
+    different and only the rest are compared in full; the result is an ``int``. ``on_device=True``
+    (the default elsewhere, a GPU, where reading a flag back to the host would wait for it): every
+    row is compared there and the count is a 0-dim tensor on that device.
     """
-    if W.device.type != "cpu":
+    if on_device is None:
+        on_device = W.device.type != "cpu"
+    if on_device:
         differ = (W[1:] != W[:-1]).any(dim=1).sum()
         return differ + (1 if current is None else (W[0] != current).any())
     first_new = 1 if current is None else int(not torch.equal(W[0], current))
