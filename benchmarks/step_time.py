@@ -17,6 +17,16 @@ ratios compare like with like. The column ``ZO sim ms`` is the simulator alone: 
 that a physical device would do in hardware). Run: ``make bench`` or
 ``python benchmarks/step_time.py``. Keep the machine otherwise idle: with two threads, a second
 busy process makes every small tensor operation wait for a time slice, and steps get 10-100x slower.
+
+A second table splits the surrogate step (the mean over the same number of steps, in a separate
+run with :class:`hybridlab.timing.SectionTimer` active) into the sections the package marks:
+``device`` (the simulator: configure, query, query_batch), ``random`` (ZO directions and sketches),
+``upkeep`` (the surrogate's fit and updates, less their device queries and random numbers) and
+``rest`` (everything else: the digital network, the ZO algebra, autograd, the optimizer, checks).
+The sections are exclusive, so they add up to ``total``; on a GPU every section boundary waits for
+the device (``torch.cuda.synchronize``), which makes this run slower than the first table's.
+``digital`` is the digital step timed the same way, and ``nondev/dig`` is ``(total - device) /
+digital``: the method's own cost in digital steps.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybridlab.layer import replace_linear
+from hybridlab.timing import SectionTimer
 from hybridlab.train import make_optimizer
 
 
@@ -57,6 +68,29 @@ def time_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, w
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+SPLIT = ("device", "random", "upkeep", "rest")
+
+
+def split_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int = 3) -> dict[str, float]:
+    """Mean seconds per step in each section of :data:`SPLIT` (exclusive; they add up to ``total``)."""
+    opt = make_optimizer(model, lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    with SectionTimer(synchronize=torch.cuda.synchronize if x.is_cuda else None) as timer:
+        for _ in range(steps):
+            with timer.section("rest"):
+                step()
+    parts = {name: timer.totals.get(name, 0.0) / steps for name in SPLIT}
+    parts["total"] = sum(parts.values())
+    return parts
 
 
 def time_zo_queries(device: str, d: int, batch: int, samples: int, dev: torch.device, steps: int) -> float:
@@ -88,6 +122,9 @@ def main() -> None:
     parser.add_argument("--sketch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--devices", default="ideal,slm,mrr,mzi")
+    parser.add_argument("--directions", default="gaussian", help="ZO directions of the surrogate layer")
+    parser.add_argument("--direction-rank", type=int, default=1, help="rank of 'lowrank' directions")
+    parser.add_argument("--upkeep", default="ksl", help="surrogate upkeep of the surrogate layer")
     parser.add_argument("--workloads", default="layer,mlp,cnn")
     parser.add_argument("--cuda", action="store_true", help="run on the GPU if there is one")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -101,28 +138,47 @@ def main() -> None:
     inputs["mlp"] = inputs["layer"]
     y = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dev}; d={args.d} B={args.batch} "
-          f"M={args.samples} r={args.rank} s={args.sketch}; median of {args.steps} steps")
+          f"M={args.samples} r={args.rank} s={args.sketch}; directions={args.directions} "
+          f"(rank {args.direction_rank}), upkeep={args.upkeep}; median of {args.steps} steps")
+    layer_options = dict(rank=args.rank, samples=args.samples, sketch=args.sketch, seed=0, directions=args.directions,
+                         direction_rank=args.direction_rank)
     print(f"{'workload':8} {'device':6} {'digital ms':>10} {'oracle ms':>10} {'surrogate ms':>12} "
           f"{'ZO sim ms':>9} {'oracle/dig':>10} {'surr/dig':>9}")
     zo_sim = {device: time_zo_queries(device, args.d, args.batch, args.samples, dev, args.steps)
               for device in args.devices.split(",")}
+    # The d x d Linear of each network is the one replaced.
+    replaced = {"layer": "0", "mlp": "2", "cnn": "9"}
+
+    def hybrid(workload: str, device: str, method: str) -> nn.Module:
+        torch.manual_seed(0)
+        model = build(workload, args.d)
+        options = layer_options if method != "surrogate" else {**layer_options, "upkeep": args.upkeep}
+        replace_linear(model, replaced[workload], device, method=method, **options)
+        return model.to(dev)
+
     for workload in args.workloads.split(","):
-        # The d x d Linear of each network is the one replaced.
-        name = {"layer": "0", "mlp": "2", "cnn": "9"}[workload]
         x = inputs[workload]
         torch.manual_seed(0)
         digital = time_steps(build(workload, args.d).to(dev), x, y, args.steps)
         for device in args.devices.split(","):
-            row = {}
-            for method in ("oracle", "surrogate"):
-                torch.manual_seed(0)
-                model = build(workload, args.d)
-                replace_linear(model, name, device, method=method, rank=args.rank, samples=args.samples,
-                               sketch=args.sketch, seed=0)
-                row[method] = time_steps(model.to(dev), x, y, args.steps)
+            row = {method: time_steps(hybrid(workload, device, method), x, y, args.steps)
+                   for method in ("oracle", "surrogate")}
             print(f"{workload:8} {device:6} {digital * 1e3:10.2f} {row['oracle'] * 1e3:10.2f} "
                   f"{row['surrogate'] * 1e3:12.2f} {zo_sim[device] * 1e3:9.2f} {row['oracle'] / digital:10.1f} "
                   f"{row['surrogate'] / digital:9.1f}", flush=True)
+
+    print(f"\nsplit of the surrogate step: mean ms of {args.steps} steps, exclusive sections (they add up to total)")
+    print(f"{'workload':8} {'device':6} {'total':>8} " + " ".join(f"{k:>8}" for k in SPLIT)
+          + f" {'digital':>8} {'nondev/dig':>10}")
+    for workload in args.workloads.split(","):
+        x = inputs[workload]
+        torch.manual_seed(0)
+        digital = split_steps(build(workload, args.d).to(dev), x, y, args.steps)["total"]
+        for device in args.devices.split(","):
+            parts = split_steps(hybrid(workload, device, "surrogate"), x, y, args.steps)
+            print(f"{workload:8} {device:6} {parts['total'] * 1e3:8.3f} "
+                  + " ".join(f"{parts[k] * 1e3:8.3f}" for k in SPLIT)
+                  + f" {digital * 1e3:8.3f} {(parts['total'] - parts['device']) / digital:10.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ The package computes; the book's chapters import it, show it and plot it. Where 
 (imports flow one way, down this list):
 
 * argument checks shared by every module ............. :mod:`hybridlab.checks`
+* where a step's time goes (benchmark sections) ...... :mod:`hybridlab.timing`
 * simulated devices and their cost model ............. :mod:`hybridlab.devices`
 * a device served by another process, faults ......... :mod:`hybridlab.remote`
 * random probes with ``E[z z^T] = I`` (one source) .... :mod:`hybridlab.sketch`
@@ -12,6 +13,7 @@ The package computes; the book's chapters import it, show it and plot it. Where 
 * zero-order estimates of dL/dw (and dL/dx) .......... :mod:`hybridlab.zo`
 * the black-box layer and its methods ................ :mod:`hybridlab.layer`
 * training loops, the recipe's schedule, budgets ..... :mod:`hybridlab.train`
+* data-parallel training (torchrun, DDP) ............. :mod:`hybridlab.parallel`
 * data (offline first) and small models .............. :mod:`hybridlab.data`, :mod:`hybridlab.models`
 * per-task defaults, data loading, one training run .. :mod:`hybridlab.recipes`
 * the computations behind the chapters' figures ...... :mod:`hybridlab.experiments` (one module per chapter)

@@ -18,12 +18,25 @@ Methods (ALGORITHMS.md section 7): ``oracle``, ``surrogate`` (the method), ``sta
 the device, backward by autograd through a nominal digital twin of the same device kind, with none
 of the real device's imperfections) and ``dfa`` (direct feedback alignment: ``dL/dx = v B`` with a
 fixed random ``B``; ``dL/dw`` from the ZO estimate).
+
+Randomness and torch devices: the layer's generator (ZO directions, sketches) lives on the layer's
+torch device and moves with ``.to()`` (reseeded deterministically from its state), like the
+device's own generator, so no random number crosses between CPU and GPU. Per training step the
+host reads back only what decides the control flow: whether ``w`` moved since the last forward
+pass (one read), and per device call whether its output is finite (and, in ``configure``, whether
+the parameters changed and are finite).
+
+Data parallelism (:mod:`hybridlab.parallel`): every rank holds the same layer state and draws the
+same directions and sketches; the attribute :attr:`BlackBoxLinear.batch_gather` lets the layer see
+the whole batch where its state depends on it (the first batch's gain calibration and the
+``'forward'`` upkeep).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -37,6 +50,7 @@ from .remote.client import RemoteDevice
 from .sketch import KINDS as SKETCH_KINDS
 from .sketch import random_rows
 from .surrogate import forward_upkeep, projector_splitting_step, sketched_transpose
+from .timing import timed
 from .zo import KINDS as ZO_KINDS
 from .zo import SCHEMES, zo_gradient, zo_input_gradient
 
@@ -82,7 +96,11 @@ class ZOSettings:
     Attributes:
         samples: number of random directions ``M``.
         mu: finite-difference step.
-        directions: ``'gaussian'`` or ``'rademacher'`` directions.
+        directions: ``'gaussian'``, ``'rademacher'``, ``'packed'`` (Rademacher signs, 64 per random
+            integer) or ``'lowrank'`` (rank-``direction_rank`` matrices over the device's
+            ``param_shape``, ``k (d1 + d2)`` random numbers per direction instead of ``p``); see
+            :mod:`hybridlab.zo` for their variance.
+        direction_rank: ``k`` of ``'lowrank'`` directions.
         scheme: ``'forward'`` or ``'central'`` differences.
         compressed: the compressed-batch estimate (``d_out`` queries per sample instead of the
             batch; devices linear in x only).
@@ -93,6 +111,7 @@ class ZOSettings:
     directions: str = "gaussian"
     scheme: str = "forward"
     compressed: bool = False
+    direction_rank: int = 1
 
     def __post_init__(self) -> None:
         checks.count(self.samples, "samples", what="ZO samples M")
@@ -100,6 +119,7 @@ class ZOSettings:
         checks.choice(self.directions, "directions", ZO_KINDS)
         checks.choice(self.scheme, "scheme", SCHEMES)
         checks.choice(self.compressed, "compressed", (True, False))
+        checks.count(self.direction_rank, "direction_rank", what="rank k of 'lowrank' ZO directions")
 
 
 @dataclass(frozen=True)
@@ -162,7 +182,8 @@ class BlackBoxLinear(nn.Module):
 
     The options come in two groups, each a small dataclass that can also be given field by field
     as keywords (``BlackBoxLinear(64, 64, "mrr", rank=8, samples=20)``):
-    :class:`ZOSettings` (``samples``, ``mu``, ``directions``, ``scheme``, ``compressed``) and
+    :class:`ZOSettings` (``samples``, ``mu``, ``directions``, ``scheme``, ``compressed``,
+    ``direction_rank``) and
     :class:`SurrogateSettings` (``rank``, ``sketch``, ``sketch_kind``, ``init``, ``upkeep``,
     ``rebuild_every``, ``ridge``).
 
@@ -184,7 +205,14 @@ class BlackBoxLinear(nn.Module):
         device_options: extra options for :func:`hybridlab.devices.make_device`.
         dtype: floating dtype of the parameters and the device.
         **options: fields of :class:`ZOSettings` and :class:`SurrogateSettings`.
+
+    Attributes:
+        batch_gather: ``None``, or a callable that concatenates a tensor of rows from every
+            data-parallel rank in rank order (set by :func:`hybridlab.parallel.prepare`); the
+            first batch's gain calibration and the ``'forward'`` upkeep then see the whole batch.
     """
+
+    batch_gather: Callable[[Tensor], Tensor] | None = None
 
     def __init__(
         self,
@@ -240,35 +268,38 @@ class BlackBoxLinear(nn.Module):
         self.d_in, self.d_out, self.method, self.seed = d_in, d_out, method, seed
         self.zo, self.surrogate = zo, surrogate
         self.physical = device
-        self._generator = torch.Generator().manual_seed(seed)
+        dev = device.device  # the layer lives where its device's buffers live (then moves with .to())
+        self._generator = torch.Generator(device=dev).manual_seed(seed)
 
-        self.w = nn.Parameter(device.init_params(torch.Generator().manual_seed(seed + 1)).to(dtype),
+        self.w = nn.Parameter(device.init_params(torch.Generator().manual_seed(seed + 1)).to(dtype=dtype, device=dev),
                               requires_grad=method != "frozen")
-        self.gain = nn.Parameter(torch.tensor(1.0 if gain is None else float(gain), dtype=dtype))
-        self.bias = nn.Parameter(torch.zeros(d_out, dtype=dtype)) if bias else None
+        self.gain = nn.Parameter(torch.tensor(1.0 if gain is None else float(gain), dtype=dtype, device=dev))
+        self.bias = nn.Parameter(torch.zeros(d_out, dtype=dtype, device=dev)) if bias else None
         self._gain_calibrated = gain is not None
 
         # Surrogate A ~ U S V^T of the matrix at parameters w_sur, and the update's query cache.
         r = surrogate.rank if method in _SURROGATE_METHODS else 0
-        self.register_buffer("U", torch.zeros(d_out, r, dtype=dtype))
-        self.register_buffer("S", torch.zeros(r, r, dtype=dtype))
-        self.register_buffer("V", torch.zeros(d_in, r, dtype=dtype))
+        like = {"dtype": dtype, "device": dev}
+        self.register_buffer("U", torch.zeros(d_out, r, **like))
+        self.register_buffer("S", torch.zeros(r, r, **like))
+        self.register_buffer("V", torch.zeros(d_in, r, **like))
         self.register_buffer("w_sur", torch.full_like(self.w.detach(), float("nan")))
-        self.register_buffer("Z", torch.zeros(0, d_in, dtype=dtype))
-        self.register_buffer("F_V", torch.zeros(0, d_out, dtype=dtype))  # f(V^T; w_sur), cached
-        self.register_buffer("F_Z", torch.zeros(0, d_out, dtype=dtype))  # f(Z; w_sur), cached
+        self.register_buffer("Z", torch.zeros(0, d_in, **like))
+        self.register_buffer("F_V", torch.zeros(0, d_out, **like))  # f(V^T; w_sur), cached
+        self.register_buffer("F_Z", torch.zeros(0, d_out, **like))  # f(Z; w_sur), cached
+        self._fitted = False  # whether w_sur holds a fit (a flag: no read of w_sur per step)
         self.step = 0  # optimizer steps seen (surrogate updates done)
         # Competitors: a nominal digital twin (physics-aware training) and a feedback matrix.
-        self.twin = make_device(device.name, d_in, d_out, dtype=dtype) if method == "twin" else None
+        self.twin = make_device(device.name, d_in, d_out, dtype=dtype, device=dev) if method == "twin" else None
         g_fb = torch.Generator().manual_seed(seed + 2)
-        self.register_buffer("B_fb", torch.randn(d_out, d_in, generator=g_fb, dtype=dtype) / d_in ** 0.5
-                             if method == "dfa" else torch.zeros(0, d_in, dtype=dtype))
+        self.register_buffer("B_fb", (torch.randn(d_out, d_in, generator=g_fb, dtype=dtype) / d_in ** 0.5).to(dev)
+                             if method == "dfa" else torch.zeros(0, d_in, **like))
 
     # ------------------------------------------------------------------ public
     @property
     def fitted(self) -> bool:
         """Whether the surrogate has been fitted (done at the first forward pass)."""
-        return bool(torch.isfinite(self.w_sur).all())
+        return self._fitted
 
     def surrogate_matrix(self) -> Tensor:
         """The surrogate ``U S V^T`` (``d_out x d_in``)."""
@@ -315,11 +346,12 @@ class BlackBoxLinear(nn.Module):
                     self.physical.advance()
                     self._update(w)
                     self.w_sur.copy_(w)
-            elif not torch.equal(w, self.w_sur):
-                if self.fitted:
+            elif not (self._fitted and torch.equal(w, self.w_sur)):
+                if self._fitted:
                     self.step += 1
                     self.physical.advance()
                 self.w_sur.copy_(w)
+                self._fitted = True
             self.physical.configure(w)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -334,9 +366,10 @@ class BlackBoxLinear(nn.Module):
                 y = self.physical.simulate(x2, self.w)
         else:
             y = _BlackBoxFunction.apply(x2, self.w, self)
-        if not self._gain_calibrated:
+        if not self._gain_calibrated:  # output rms = input rms, over the whole batch of every rank
             with torch.no_grad():
-                self.gain.fill_(float(x2.pow(2).mean().sqrt() / y.detach().pow(2).mean().sqrt().clamp_min(1e-12)))
+                xs, ys = self._whole_batch(x2.detach(), y.detach())
+                self.gain.copy_(xs.pow(2).mean().sqrt() / ys.pow(2).mean().sqrt().clamp_min(1e-12))
             self._gain_calibrated = True
         out = self.gain * y
         if self.bias is not None:
@@ -349,11 +382,16 @@ class BlackBoxLinear(nn.Module):
                 f"sketch={self.surrogate.sketch}")
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"generator": self._generator.get_state(), "step": self.step,
-                "gain_calibrated": self._gain_calibrated}
+        return {"generator": self._generator.get_state(), "generator_device": self._generator.device.type,
+                "step": self.step, "gain_calibrated": self._gain_calibrated}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self._generator.set_state(state["generator"])
+        """Restore :meth:`get_extra_state` (a generator saved on another kind of torch device is reseeded)."""
+        rng = state["generator"]
+        if state.get("generator_device", "cpu") == self._generator.device.type:
+            self._generator.set_state(rng.cpu() if isinstance(rng, Tensor) else rng)
+        else:
+            self._generator.manual_seed(_seed_from_state(rng))
         self.step = int(state["step"])
         self._gain_calibrated = bool(state["gain_calibrated"])
 
@@ -364,6 +402,15 @@ class BlackBoxLinear(nn.Module):
             if key in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[key]).to(getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._fitted = bool(torch.isfinite(self.w_sur).all())
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to()/.cuda(): the generator follows the parameters, reseeded from its own state
+        out = super()._apply(fn, recurse)
+        if self._generator.device != self.w.device:
+            seed = _seed_from_state(self._generator.get_state())
+            self._generator = torch.Generator(device=self.w.device).manual_seed(seed)
+        return out
 
     # ------------------------------------------------------------------ internals
     @contextlib.contextmanager
@@ -376,6 +423,13 @@ class BlackBoxLinear(nn.Module):
                 raise
             raise ValueError(f"black-box layer ({self.physical.name}), training step {self.step}: {err}") from err
 
+    def _whole_batch(self, *parts: Tensor) -> tuple[Tensor, ...]:
+        """Row-aligned ``parts`` of every data-parallel rank, in rank order, in one gather (this rank's
+        alone without :attr:`batch_gather`)."""
+        if self.batch_gather is None:
+            return parts
+        return self.batch_gather(torch.cat(parts, dim=1)).split([t.shape[1] for t in parts], dim=1)
+
     def _query(self, X: Tensor) -> Tensor:
         with self._step_context():
             return self.physical.query(X)
@@ -385,6 +439,7 @@ class BlackBoxLinear(nn.Module):
         return random_rows(self.surrogate.sketch, self.d_in, self.surrogate.sketch_kind, generator=self._generator,
                            dtype=self.w.dtype, torch_device=self.w.device)
 
+    @timed("upkeep")
     def _fit(self, w: Tensor) -> None:
         """Initial surrogate fit at w (identity probing or randomized range finder)."""
         self.physical.configure(w)
@@ -397,6 +452,7 @@ class BlackBoxLinear(nn.Module):
                                      torch_device=w.device)
         self._set_factors(U, S, V)
         self.w_sur.copy_(w)
+        self._fitted = True
         if sur.upkeep == "cached":
             self.Z = self._draw_sketch()
             self.F_V = self.physical.query(self.V.T.contiguous())
@@ -409,6 +465,7 @@ class BlackBoxLinear(nn.Module):
         every = self.surrogate.rebuild_every
         return every is not None and self.step % every == 0
 
+    @timed("upkeep")
     def _update(self, w_new: Tensor) -> None:
         """Surrogate update after an optimizer step moved the parameters from w_sur to w_new."""
         if self._rebuild_due():
@@ -438,8 +495,10 @@ class BlackBoxLinear(nn.Module):
             self.F_V = self.physical.query(self.V.T.contiguous())
             self.F_Z = F_new[r:]
 
+    @timed("upkeep")
     def _forward_upkeep(self, X: Tensor, Y: Tensor) -> None:
-        """Upkeep ``'forward'``: correct the surrogate with the batch the forward pass just read."""
+        """Upkeep ``'forward'``: correct the surrogate with the batch the forward pass just read (every rank's)."""
+        X, Y = self._whole_batch(X, Y)
         self._set_factors(*forward_upkeep(self.U, self.S, self.V, X, Y, ridge=self.surrogate.ridge))
 
     def _twin_gradients(self, x: Tensor, w: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -460,7 +519,8 @@ class BlackBoxLinear(nn.Module):
             self.physical.configure(self.w.detach())
             with self._step_context():
                 return zo_input_gradient(self.physical.query, x, v, samples=self.zo.samples, mu=self.zo.mu,
-                                         kind=self.zo.directions, generator=self._generator, f0=y)
+                                         kind=self.zo.directions, generator=self._generator, f0=y,
+                                         rank=self.zo.direction_rank)
         return ((v @ self.U) @ self.S) @ self.V.T
 
     def _parameter_gradient(self, x: Tensor, w: Tensor, v: Tensor, y: Tensor) -> Tensor:
@@ -469,9 +529,17 @@ class BlackBoxLinear(nn.Module):
             return self._twin_gradients(x, w, v)[1]
         with self._step_context():
             zo = self.zo
+            # (the device checks its own outputs: no second finiteness check here)
             return zo_gradient(self.physical.query_batch, w.detach(), x, v, samples=zo.samples, mu=zo.mu,
                                kind=zo.directions, scheme=zo.scheme, f0=y, compressed=zo.compressed,
-                               linear_in_x=self.physical.linear_in_x, generator=self._generator)
+                               linear_in_x=self.physical.linear_in_x, generator=self._generator,
+                               rank=zo.direction_rank, shape=self.physical.param_shape, check_finite=False)
+
+
+def _seed_from_state(state: Tensor) -> int:
+    """A deterministic 63-bit seed from a generator's state (to reseed it on another torch device)."""
+    digest = hashlib.blake2b(bytes(torch.as_tensor(state, dtype=torch.uint8).cpu().tolist()), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
 
 
 def replace_linear(model: nn.Module, name: str, device: str | Device = "ideal", **options: Any) -> BlackBoxLinear:

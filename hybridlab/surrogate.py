@@ -200,14 +200,32 @@ def forward_upkeep(U0: Tensor, S0: Tensor, V0: Tensor, X: Tensor, Y: Tensor, rid
     X, Y = X.to(U0), Y.to(U0)
     B = X.shape[0]
     R = Y - ((X @ V0) @ S0.mT) @ U0.mT  # residual of the surrogate on the batch, (B, d_out)
-    lam = ridge * float(X.square().sum()) / d_in
+    # lam stays a tensor and the solves skip their error checks: nothing is read back to the host
+    # (G is symmetric positive definite, lam > 0 for any nonzero batch)
     if B <= d_in:  # Delta = C D^T with C = R^T (X X^T + lam I)^-1, D = X^T
-        G = X @ X.mT + lam * torch.eye(B, dtype=X.dtype, device=X.device)
-        C, D = torch.linalg.solve(G, R).mT, X.mT
+        G = X @ X.mT
+        G.diagonal().add_(_ridge(G, ridge, d_in))
+        C, D = _spd_solve(G, R).mT, X.mT
     else:  # Delta = C D^T with C = R^T X, D = (X^T X + lam I)^-1
         C = R.mT @ X
-        D = torch.linalg.inv(X.mT @ X + lam * torch.eye(d_in, dtype=X.dtype, device=X.device))
+        G = X.mT @ X
+        G.diagonal().add_(_ridge(G, ridge, d_in))
+        D = _spd_solve(G, torch.eye(d_in, dtype=X.dtype, device=X.device))
     return projector_splitting_step(U0, S0, V0, C @ (D.mT @ V0), lambda U1: D @ (C.mT @ U1))
+
+
+def _ridge(G: Tensor, ridge: float, d_in: int) -> Tensor:
+    """``lam = ridge ||X||_F^2 / d_in`` from the Gram matrix (``tr(G) = ||X||_F^2``), as a tensor.
+
+    At least the dtype's machine epsilon, so that an all-zero batch gives a zero correction.
+    """
+    return (G.diagonal().sum() * (ridge / d_in)).clamp_min(torch.finfo(G.dtype).eps)
+
+
+def _spd_solve(G: Tensor, R: Tensor) -> Tensor:
+    """``G^-1 R`` for a symmetric positive definite ``G`` (Cholesky, no error check read back to the host)."""
+    L, _ = torch.linalg.cholesky_ex(G)
+    return torch.cholesky_solve(R, L)
 
 
 def _residual(A: Tensor, U: Tensor, S: Tensor, V: Tensor) -> float:

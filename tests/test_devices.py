@@ -555,3 +555,18 @@ def test_cuda(name):
     cpu.configure(dev.w.cpu())
     cpu.drift_offset.copy_(dev.drift_offset.cpu())
     torch.testing.assert_close(cpu.true_matrix(), dev.true_matrix().cpu())
+
+
+def test_changed_rows_counted_alike_on_the_host_and_on_the_torch_device():
+    from hybridlab.devices.base import _count_changed_rows
+
+    w = torch.randn(5)
+    v = w.clone()
+    v[3] += 1.0  # differs from w only after the first entry
+    cases = [(torch.stack([w, w, v, v, w]), w), (torch.stack([w, w, v, v, w]), None), (w[None], w), (v[None], w),
+             (torch.stack([v, w]), v)]
+    for W, current in cases:
+        host = _count_changed_rows(W, current, on_device=False)
+        device = _count_changed_rows(W, current, on_device=True)
+        assert isinstance(host, int) and isinstance(device, torch.Tensor) and int(device) == host
+    assert [_count_changed_rows(W, c, on_device=False) for W, c in cases] == [2, 3, 0, 1, 1]

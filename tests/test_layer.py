@@ -316,3 +316,67 @@ def test_non_finite_device_output_names_the_step():
         layer.w[0] = float("nan")
     with pytest.raises(ValueError, match="training step 2.*NaN"):
         train_step(layer, opt, x, t)
+
+
+# ---------------------------------------------------------------- cheap directions and torch devices
+
+
+@pytest.mark.parametrize("device", ["slm", "mzi"])
+@pytest.mark.parametrize("directions,rank", [("lowrank", 1), ("lowrank", 3), ("packed", 1)])
+def test_cheap_directions_point_like_oracle(device, directions, rank):
+    # the layer hands the device's matrix view of w (MZI: N x N phases) to the low-rank directions
+    kw = dict(device=device, gain=1.0, bias=False, dtype=torch.float64, seed=5)
+    zo = BlackBoxLinear(D_IN, D_OUT, method="static", samples=4000, mu=1e-5, rank=2, directions=directions,
+                        direction_rank=rank, **kw)
+    oracle = BlackBoxLinear(D_IN, D_OUT, method="oracle", **kw)
+    assert zo.zo.direction_rank == rank
+    x = torch.randn(B, D_IN, dtype=torch.float64)
+    v = torch.randn(B, D_OUT, dtype=torch.float64)
+    for layer in (zo, oracle):
+        (layer(x) * v).sum().backward()
+    # p = 120 (slm) or 144 (mzi) parameters, M = 4000: cosine about sqrt(M / (M + p)) = 0.98
+    assert torch.nn.functional.cosine_similarity(zo.w.grad, oracle.w.grad, dim=0) > 0.9
+
+
+def test_direction_rank_is_checked():
+    with pytest.raises(ValueError, match="direction_rank"):
+        make_layer(directions="lowrank", direction_rank=0)
+    with pytest.raises(ValueError, match="directions"):
+        make_layer(directions="sobol")
+
+
+def test_generator_lives_with_the_parameters():
+    layer = make_layer("surrogate")
+    assert layer._generator.device == layer.w.device
+    layer.to(torch.float64)  # same torch device: the stream is untouched
+    other = make_layer("surrogate").to(torch.float64)
+    assert torch.equal(layer._generator.get_state(), other._generator.get_state())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("upkeep", ["ksl", "cached", "forward"])
+@pytest.mark.parametrize("directions", ["gaussian", "lowrank", "packed"])
+def test_cuda_layer_keeps_everything_on_the_gpu(upkeep, directions):
+    layer = make_layer("surrogate", upkeep=upkeep, directions=directions, device_options={"noise": 0.01})
+    layer = layer.cuda()
+    assert layer._generator.device.type == "cuda" and layer.physical._gen.device.type == "cuda"
+    assert all(t.is_cuda for t in [*layer.parameters(), *layer.buffers()])
+    # the move reseeds deterministically: two layers moved alike draw alike
+    twin = make_layer("surrogate", upkeep=upkeep, directions=directions, device_options={"noise": 0.01}).cuda()
+    assert torch.equal(layer._generator.get_state(), twin._generator.get_state())
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = torch.randn(B, D_IN, device="cuda", requires_grad=True)
+    t = torch.randn(B, D_OUT, device="cuda")
+    for _ in range(3):
+        opt.zero_grad()
+        loss = (layer(x) - t).pow(2).mean()
+        loss.backward()
+        assert x.grad.is_cuda and layer.w.grad.is_cuda and layer.gain.grad.is_cuda
+        opt.step()
+    assert all(b.is_cuda for b in (layer.U, layer.S, layer.V, layer.w_sur, layer.physical.w))
+    assert layer.step == 2 and layer.physical.reconfigurations > 0
+    # a CUDA state dict loads into a CPU layer (the generator reseeded from the saved state)
+    cpu = make_layer("surrogate", upkeep=upkeep, directions=directions, device_options={"noise": 0.01})
+    cpu.load_state_dict(layer.state_dict())
+    assert cpu._generator.device.type == "cpu" and cpu.step == layer.step
+    cpu(x.detach().cpu())

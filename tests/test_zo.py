@@ -14,7 +14,8 @@ import math
 import pytest
 import torch
 
-from hybridlab.zo import KINDS, SCHEMES, directions, zo_gradient, zo_input_gradient
+from hybridlab.sketch import random_rows
+from hybridlab.zo import KINDS, SCHEMES, directions, matrix_shape, second_moment_excess, zo_gradient, zo_input_gradient
 
 D_IN, D_OUT, N = 8, 8, 5  # p = 64
 P = D_IN * D_OUT
@@ -102,6 +103,98 @@ def test_directions_deterministic_and_validated():
         directions(0, 4)
     with pytest.raises(ValueError, match="`p`"):
         directions(3, 0)
+
+
+def test_packed_signs_are_fair_independent_coins():
+    g = torch.Generator().manual_seed(5)
+    Z = random_rows(4000, 70, "packed", generator=g, dtype=F64)  # 70: two words per row, the second cut
+    assert Z.shape == (4000, 70) and set(Z.unique().tolist()) == {-1.0, 1.0}
+    # each entry's mean has standard deviation 1/sqrt(4000) = 0.016; 5 of them over 70 columns
+    assert Z.mean(0).abs().max() < 5 / math.sqrt(4000)
+    assert torch.equal(Z, random_rows(4000, 70, "packed", generator=torch.Generator().manual_seed(5), dtype=F64))
+
+
+def test_matrix_shape():
+    assert matrix_shape(64) == (8, 8) and matrix_shape(7) == (3, 3) and matrix_shape(12) == (4, 3)
+    assert matrix_shape(1) == (1, 1) and matrix_shape(65536) == (256, 256)
+    assert matrix_shape(12, (2, 6)) == (2, 6)
+    with pytest.raises(ValueError, match="fewer than the p = 12"):
+        matrix_shape(12, (3, 3))
+    with pytest.raises(ValueError, match="pair"):
+        matrix_shape(12, (12,))
+
+
+def _fourth_norm_moment(kind, rank, d1, d2):
+    """E||u||^4 (module docstring of hybridlab.zo): the variance of the empirical second moment."""
+    p = d1 * d2
+    if kind == "gaussian":
+        return p * (p + 2.0)
+    if kind in ("rademacher", "packed"):
+        return p * p
+    one = d1 * (d1 + 2.0) * d2 * (d2 + 2.0)  # E||a||^4 E||b||^4
+    return (one + (rank - 1) * (p * p + 2.0 * p)) / rank
+
+
+DIRECTION_CASES = [("gaussian", 1, (8, 8)), ("rademacher", 1, (8, 8)), ("packed", 1, (8, 8)),
+                   ("lowrank", 1, (8, 8)), ("lowrank", 3, (8, 8)), ("lowrank", 1, (4, 16))]
+
+
+@pytest.mark.parametrize("kind,rank,shape", DIRECTION_CASES)
+def test_identity_second_moment(kind, rank, shape):
+    """E[u u^T] = I. The empirical C = U^T U / N has E||C - I||_F^2 = (E||u||^4 - p) / N exactly; as a
+    sum of p^2 nearly independent squares it concentrates within a few per cent of that."""
+    N = 4000
+    U = directions(N, P, kind, generator=torch.Generator().manual_seed(7), dtype=F64, rank=rank, shape=shape)
+    assert U.shape == (N, P)
+    err = ((U.T @ U / N - torch.eye(P, dtype=F64)) ** 2).sum().item()
+    expected = (_fourth_norm_moment(kind, rank, *shape) - P) / N
+    assert 0.7 * expected < err < 1.3 * expected, (err, expected)
+
+
+@pytest.mark.parametrize("structure", ["random", "rank-one"])
+@pytest.mark.parametrize("kind,rank,shape", DIRECTION_CASES)
+def test_estimate_variance_matches_the_derivation(kind, rank, shape, structure):
+    """One-direction estimates g = (u^T h) u of a linear phi: E[g] = h and
+    E||g - h||^2 = second_moment_excess * ||h||^2, whatever the structure of h (rank one or not)."""
+    R = 20000
+    gen = torch.Generator().manual_seed(11)
+    if structure == "random":
+        h = torch.randn(P, generator=gen, dtype=F64)
+    else:
+        h = torch.outer(torch.randn(shape[0], generator=gen, dtype=F64),
+                        torch.randn(shape[1], generator=gen, dtype=F64)).reshape(-1)
+    U = directions(R, P, kind, generator=gen, dtype=F64, rank=rank, shape=shape)
+    g = (U @ h)[:, None] * U
+    excess = second_moment_excess(kind, P, rank, shape)
+    h2 = h.square().sum().item()
+    sq = (g - h).square().sum(1)
+    se = sq.std().item() / math.sqrt(R)  # standard error of the mean squared error
+    assert abs(sq.mean().item() - excess * h2) < 5 * se, (sq.mean().item(), excess * h2, se)
+    # the mean of R estimates: E||mean - h||^2 = excess ||h||^2 / R, a sum over p = 64 coordinates
+    # (relative spread about sqrt(2/64) = 0.18): twice the expectation is more than 5 spreads away
+    assert (g.mean(0) - h).square().sum().item() < 2 * excess * h2 / R
+
+
+def test_lowrank_excess_over_gaussian():
+    # 2 (d1 + d2 + 1) / k more than Gaussian: 1.6 % for rank one over 256 x 256
+    assert second_moment_excess("lowrank", 65536) / second_moment_excess("gaussian", 65536) == pytest.approx(
+        1 + 2 * 513 / 65537)
+    assert second_moment_excess("lowrank", 64, rank=4) == 65 + 2 * 17 / 4
+    assert second_moment_excess("packed", 64) == second_moment_excess("rademacher", 64) == 63
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (5, 13)], ids=["exact", "padded"])
+@pytest.mark.parametrize("scheme,with_f0", [("forward", False), ("forward", True), ("central", False)])
+def test_lowrank_estimate_from_factors_equals_the_dense_one(shape, scheme, with_f0):
+    """The factored estimate (no M x p directions) is the dense estimate with the same directions."""
+    w, X, V = problem(15)
+    qa = make_query_at(A_cosine)
+    f0 = qa(w[None], X)[0] if with_f0 else None
+    kw = dict(samples=6, mu=1e-3, scheme=scheme, f0=f0)
+    a = zo_gradient(qa, w, X, V, kind="lowrank", rank=2, shape=shape, generator=torch.Generator().manual_seed(3), **kw)
+    U = directions(6, P, "lowrank", generator=torch.Generator().manual_seed(3), dtype=F64, rank=2, shape=shape)
+    b = zo_gradient(qa, w, X, V, U=U, **kw)
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- zo_gradient: accuracy

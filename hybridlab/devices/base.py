@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import checks
+from ..timing import timed
 
 __all__ = [
     "Device",
@@ -186,7 +187,7 @@ class Device(torch.nn.Module):
         self._gen = torch.Generator(device=self.w.device)
         self._gen.manual_seed(_seed_from(self.seed, 1))
         self.queries = 0
-        self.reconfigurations = 0
+        self.reconfigurations = 0  # a Python int plus a count kept on the torch device (property)
         self._configured = False
         self._cache: Tensor | None = None  # transfer matrix at the configured w (not saved)
         self._config_queried = False  # queried since the last change of the configuration?
@@ -251,6 +252,32 @@ class Device(torch.nn.Module):
         return self.w.device
 
     @property
+    def reconfigurations(self) -> int:
+        """Reconfigurations counted so far.
+
+        :meth:`query_batch` counts the changed parameter sets on the torch device (no read back to
+        the host per call); reading this property adds them up (one read, only when asked).
+        """
+        if self._pending_reconfigurations is not None:
+            self._reconfigurations += int(self._pending_reconfigurations)
+            self._pending_reconfigurations = None
+        return self._reconfigurations
+
+    @reconfigurations.setter
+    def reconfigurations(self, value: int) -> None:
+        self._reconfigurations = int(value)
+        self._pending_reconfigurations: Tensor | None = None
+
+    @property
+    def param_shape(self) -> tuple[int, int]:
+        """The parameters ``w`` viewed as a matrix ``(d1, d2)``, ``d1 d2 = p`` (row-major).
+
+        Used by low-rank zero-order directions (:func:`hybridlab.zo.zo_gradient`,
+        ``kind='lowrank'``). Default: the ``d_out x d_in`` grid of one parameter per matrix entry.
+        """
+        return self.d_out, self.d_in
+
+    @property
     def configured(self) -> bool:
         """Whether a parameter vector has been written with :meth:`configure`."""
         return self._configured
@@ -295,7 +322,7 @@ class Device(torch.nn.Module):
         return (low + (high - low) * u).to(dtype=self.dtype, device=self.device)
 
     # ---------------------------------------------------------------- argument checks
-    def _check_w(self, w: Tensor, name: str = "w", detach: bool = True) -> Tensor:
+    def _check_w(self, w: Tensor, name: str = "w", detach: bool = True, finite: bool = True) -> Tensor:
         if not isinstance(w, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of shape ({self.p},), got {type(w).__name__}")
         if w.shape != (self.p,):
@@ -304,9 +331,14 @@ class Device(torch.nn.Module):
                 f"d_in={self.d_in}, d_out={self.d_out}), got {tuple(w.shape)}"
             )
         w = (w.detach() if detach else w).to(dtype=self.dtype, device=self.device)
+        if finite:
+            self._check_finite_w(w, name)
+        return w
+
+    @staticmethod
+    def _check_finite_w(w: Tensor, name: str) -> None:
         if not torch.isfinite(w.detach().sum()) and not torch.isfinite(w.detach()).all():
             raise ValueError(f"{name} contains NaN or Inf; the device can only be set to finite values")
-        return w
 
     def _check_W(self, W: Tensor) -> Tensor:
         if not isinstance(W, Tensor):
@@ -357,6 +389,7 @@ class Device(torch.nn.Module):
             )
 
     # ---------------------------------------------------------------- query interface
+    @timed("device")
     @torch.no_grad()
     def configure(self, w: Tensor) -> None:
         """Write the parameter vector ``w`` (shape ``(p,)``) to the device.
@@ -364,14 +397,16 @@ class Device(torch.nn.Module):
         Counts one reconfiguration iff ``w`` differs from the vector on the device (or the
         device was not configured yet).
         """
-        w = self._check_w(w)
-        if self._configured and torch.equal(w, self.w):
+        w = self._check_w(w, finite=False)
+        if self._configured and torch.equal(w, self.w):  # (the vector on the device is finite)
             return
+        self._check_finite_w(w, "w")
         self.w.copy_(w)
         self._configured = True
-        self.reconfigurations += 1
+        self._reconfigurations += 1
         self._invalidate()
 
+    @timed("device")
     @torch.no_grad()
     def query(self, X: Tensor) -> Tensor:
         """Outputs ``(n, d_out)`` for inputs ``X (n, d_in)`` at the current configuration.
@@ -393,6 +428,7 @@ class Device(torch.nn.Module):
         self._check_finite(Y)
         return Y
 
+    @timed("device")
     @torch.no_grad()
     def query_batch(self, W: Tensor, X: Tensor) -> Tensor:
         """Outputs ``(M, n, d_out)`` for ``M`` parameter sets ``W (M, p)`` on inputs ``X``.
@@ -405,11 +441,13 @@ class Device(torch.nn.Module):
         W = self._check_W(W)
         X = self._check_X(X, W.shape[0])
         M, n = W.shape[0], X.shape[-2]
-        changed = _count_changed_rows(W)
-        first_new = not (self._configured and torch.equal(W[0], self.w))
-        self.reconfigurations += changed + int(first_new)
-        if first_new or changed:
-            self._invalidate()
+        changed = _count_changed_rows(W, self.w if self._configured else None)
+        if isinstance(changed, Tensor):  # counted on the torch device: read when asked
+            pending = self._pending_reconfigurations
+            self._pending_reconfigurations = changed if pending is None else pending + changed
+        else:
+            self._reconfigurations += changed
+        self._invalidate()  # (also when nothing changed: the matrix is rebuilt, identically)
         self.w.copy_(W[-1])
         self._configured = True
         self._config_queried = True
@@ -418,6 +456,7 @@ class Device(torch.nn.Module):
         self._check_finite(Y)
         return Y
 
+    @timed("device")
     def advance(self, steps: int = 1) -> None:
         """Let the device drift for ``steps`` time steps (random walk of the effective phases).
 
@@ -454,6 +493,7 @@ class Device(torch.nn.Module):
             self._cache = A.clone() if A.data_ptr() == self.w.data_ptr() else A
         return self._cache
 
+    @timed("device")
     def simulate(self, X: Tensor, w: Tensor) -> Tensor:
         """Differentiable forward ``X @ A(w)^T`` plus read-out noise (the oracle path).
 
@@ -499,6 +539,7 @@ class Device(torch.nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         # .to()/.cuda()/.double(): keep the generator on the buffers' device, drop the cache.
+        self._reconfigurations = self.reconfigurations  # fold in the count kept on the old device
         out = super()._apply(fn, recurse)
         self._cache = None
         if self._gen.device != self.w.device:
@@ -521,17 +562,27 @@ class Device(torch.nn.Module):
         return []
 
 
-def _count_changed_rows(W: Tensor) -> int:
-    """Number of rows ``W[i]`` (i >= 1) that differ from ``W[i-1]``.
+def _count_changed_rows(W: Tensor, current: Tensor | None, on_device: bool | None = None) -> int | Tensor:
+    """Number of rows ``W[i]`` that differ from the row before (``W[0]`` from ``current``; ``None``:
+    the device is not configured, ``W[0]`` counts).
 
-    Cheap first: rows whose first entries differ are different; only the rest are compared in full.
+    ``on_device=False`` (the default on the CPU): cheap first, rows whose first entries differ are
+    different and only the rest are compared in full; the result is an ``int``. ``on_device=True``
+    (the default elsewhere, a GPU, where reading a flag back to the host would wait for it): every
+    row is compared there and the count is a 0-dim tensor on that device.
     """
+    if on_device is None:
+        on_device = W.device.type != "cpu"
+    if on_device:
+        differ = (W[1:] != W[:-1]).any(dim=1).sum()
+        return differ + (1 if current is None else (W[0] != current).any())
+    first_new = 1 if current is None else int(not torch.equal(W[0], current))
     if W.shape[0] < 2:
-        return 0
+        return first_new
     differ = W[1:, 0] != W[:-1, 0]
     if not bool(differ.all()):
         differ = differ | (W[1:] != W[:-1]).any(dim=1)
-    return int(differ.sum())
+    return first_new + int(differ.sum())
 
 
 def _apply_matrices(A: Tensor, X: Tensor) -> Tensor:

@@ -41,6 +41,16 @@ def _expi(x: Tensor) -> Tensor:
     return torch.complex(torch.cos(x), torch.sin(x))
 
 
+def _cos_sin_quarter(eps: Tensor | float, like: Tensor) -> tuple[Tensor | float, Tensor | float]:
+    """``cos`` and ``sin`` of ``pi/4 + eps``: tensors for a tensor ``eps``, Python floats for a number
+    (no tensor is made on the GPU from a host number, which would wait for it)."""
+    if isinstance(eps, Tensor):
+        b = eps.to(dtype=like.dtype, device=like.device) + math.pi / 4
+        return torch.cos(b), torch.sin(b)
+    b = float(eps) + math.pi / 4
+    return math.cos(b), math.sin(b)
+
+
 def mzi_coefficients(
     theta: Tensor, phi: Tensor, eps1: Tensor | float = 0.0, eps2: Tensor | float = 0.0, loss: float = 1.0
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -53,9 +63,8 @@ def mzi_coefficients(
 
     with ``c_k = cos(pi/4 + eps_k)``, ``s_k = sin(pi/4 + eps_k)``. Differentiable.
     """
-    b1 = torch.as_tensor(eps1, dtype=theta.dtype, device=theta.device) + math.pi / 4
-    b2 = torch.as_tensor(eps2, dtype=theta.dtype, device=theta.device) + math.pi / 4
-    c1, s1, c2, s2 = torch.cos(b1), torch.sin(b1), torch.cos(b2), torch.sin(b2)
+    c1, s1 = _cos_sin_quarter(eps1, theta)
+    c2, s2 = _cos_sin_quarter(eps2, theta)
     if loss != 1.0:  # every entry has exactly one factor c1 or s1: fold the loss in there
         c1, s1 = c1 * loss, s1 * loss
     # small per-MZI (or scalar) factors first, then few passes over the big phase tensors
@@ -104,6 +113,16 @@ class MZIMesh(Device):
     @staticmethod
     def _num_params(d_in: int, d_out: int) -> int:
         return max(d_in, d_out) ** 2
+
+    @property
+    def param_shape(self) -> tuple[int, int]:
+        """The ``p = N^2`` phases, in their stored order ``[theta, phi, alpha]``, cut into ``N`` rows of ``N``.
+
+        The phases have no matrix layout of their own; this reshaping only serves low-rank zero-order
+        directions, whose variance depends on the shape only through ``d1 + d2``
+        (:mod:`hybridlab.zo`), smallest for the square ``N x N``.
+        """
+        return self.N, self.N
 
     @property
     def _per_call_randomness(self) -> bool:
