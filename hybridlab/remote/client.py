@@ -86,8 +86,16 @@ class RemoteDevice(nn.Module):
         self.name = info["name"]
         self.p: int = info["p"]
         self.linear_in_x: bool = info["linear_in_x"]
+        #: the parameters viewed as a matrix (low-rank ZO directions), as the server's device defines it
+        self.param_shape: tuple[int, int] = tuple(info["param_shape"])
         #: the server's physics options (``noise``, ``bits``, ``seed``, ...)
         self.options: dict[str, Any] = info["options"]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the client's tensors live: the host (replies arrive as host arrays and are moved to the
+        inputs' torch device)."""
+        return torch.from_numpy(np.empty(0)).device  # where arrays from the wire land
 
     # ------------------------------------------------------------------ the query-only interface
     def configure(self, w: Tensor) -> None:

@@ -146,6 +146,7 @@ class _DeviceHost:
         self.spec = {"d_in": d_in, "d_out": d_out, "dtype": dtype}
         self.device = self._build()
         return {"name": self.device.name, "p": self.device.p, "linear_in_x": self.device.linear_in_x,
+                "param_shape": tuple(self.device.param_shape),
                 "options": dict(self.options)}
 
     def _op_init_params(self, generator_state: np.ndarray | None) -> dict[str, Any]:
