@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import __version__
+from . import __version__, assignments
 from .data import DataUnavailable, Dataset, TextCorpus, load_task
 from .devices import DEVICES
 from .layer import METHODS, BlackBoxLinear, replace_linear
@@ -409,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int,
                    help="PyTorch CPU threads (default: PyTorch's); runs repeat exactly only with the same count")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    assignments.add_subcommands(sub)  # python -m hybridlab assignments release|grade
     return parser
 
 
@@ -442,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m hybridlab``; returns the exit code (0 ok, 2 bad usage or data)."""
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "assignments":
+            return assignments.main(args)
         result = _train_command(args)
         text = json.dumps(result, indent=2)
         if args.out:
