@@ -6,11 +6,18 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: book test venv bench clean
+.PHONY: book course test venv bench clean
 
 book: $(STAMP)
 	$(PY) book/vendor.py
 	$(VENV)/bin/jupyter-book build --all .
+
+# The course edition: the same book with every exercise solution hidden (sphinx-exercise's
+# hide_solutions), built into _build/course/_build/html.
+course: $(STAMP)
+	$(PY) book/vendor.py
+	$(PY) book/course_config.py _build/course_config.yml
+	$(VENV)/bin/jupyter-book build --all --config _build/course_config.yml --path-output _build/course .
 
 test: $(STAMP)
 	$(PY) -m pytest -q
