@@ -32,6 +32,7 @@ __all__ = ["CellResult", "GradeReport", "grade", "grade_notebook", "identify", "
 DEFAULT_TIMEOUT = 120.0   #: seconds per cell before it is interrupted
 DEFAULT_SEED = 0          #: seed of Python's, NumPy's and PyTorch's global generators
 MESSAGE_CHARS = 400       #: feedback longer than this is cut
+SETUP_TIMEOUT = 120       #: seconds for the grader's own first cell (it imports PyTorch)
 
 #: Run before the student's first cell (not shown, not graded): fixed seeds, one thread.
 SETUP_CODE = """\
@@ -206,12 +207,17 @@ def _execute(nb: NotebookNode, *, timeout: float, seed: int, notes: list[str]) -
         if cell.get("cell_type") == "code":
             cell.outputs, cell.execution_count = [], None
     # nbclient writes each executed cell back to nb.cells[index]: the setup cell needs a real index
-    nb.cells.insert(0, nbformat.v4.new_code_cell(SETUP_CODE.format(seed=int(seed))))
+    setup = nbformat.v4.new_code_cell(SETUP_CODE.format(seed=int(seed)))
+    nb.cells.insert(0, setup)
     code = [(i, c) for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"]
     done: set[int] = set()
+    cell_timeout = max(1, int(round(timeout)))
     with tempfile.TemporaryDirectory(prefix="hybridlab-grade-") as workdir:
-        client = NotebookClient(nb, timeout=max(1, int(round(timeout))), kernel_name="python3", allow_errors=True,
-                                interrupt_on_timeout=False, resources={"metadata": {"path": workdir}})
+        client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=True,
+                                interrupt_on_timeout=False, resources={"metadata": {"path": workdir}},
+                                # the setup cell (imports) gets SETUP_TIMEOUT, whatever the student's timeout
+                                timeout_func=lambda cell: max(SETUP_TIMEOUT, cell_timeout) if cell is setup
+                                else cell_timeout)
         try:
             with client.setup_kernel(env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
                 for position, (index, cell) in enumerate(code):
@@ -246,20 +252,27 @@ def _execute(nb: NotebookNode, *, timeout: float, seed: int, notes: list[str]) -
 
 def _recovered(client, nb: NotebookNode, wait: float = 10.0) -> bool:
     """Interrupt the kernel and check that it answers again (an empty cell within ``wait`` s)."""
+    from jupyter_core.utils import run_sync
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     nb.cells.append(nbformat.v4.new_code_cell("pass"))
-    saved = client.timeout
+    saved = client.timeout_func
     try:
-        client.km.interrupt_kernel()
-        client.timeout = int(wait)
+        run_sync(_interrupt)(client)
+        client.timeout_func = lambda cell: int(wait)
         client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
         return True
     except (CellTimeoutError, DeadKernelError, RuntimeError):
         return False
     finally:
-        client.timeout = saved
+        client.timeout_func = saved
         nb.cells.pop()
+
+
+async def _interrupt(client) -> None:
+    from jupyter_core.utils import ensure_async
+
+    await ensure_async(client.km.interrupt_kernel())
 
 
 def _skip(cells: list[tuple[int, NotebookNode]], message: str, unfinished: dict[int, str]) -> None:

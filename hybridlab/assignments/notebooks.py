@@ -310,21 +310,19 @@ def restore_locked_cells(submission: NotebookNode, source: NotebookNode) -> tupl
 
 
 # ------------------------------------------------------------------------------------------ display
-def student_markdown(nb: NotebookNode, heading_offset: int = 1) -> str:
-    """A student notebook as one Markdown text: markdown cells as they are (headings shifted down
-    by ``heading_offset`` levels), code cells as fenced ``python`` blocks, each graded cell
-    labelled with its points, and a note where hidden tests will run.
+def student_markdown(nb: NotebookNode) -> str:
+    """A student notebook as one Markdown text, for showing it on a page.
 
-    Use it on released notebooks (:func:`release_notebook`); it shows whatever it is given.
+    Markdown cells are kept, except that their headings become bold lines (so that the page's own
+    table of contents is not flooded); code cells become fenced ``python`` blocks, each graded cell
+    labelled with its points and each solution cell marked as the student's. Use it on released
+    notebooks (:func:`release_notebook`): it shows whatever it is given.
     """
     parts = []
     for cell in nb.cells:
         text = cell.source.rstrip()
         if cell.cell_type == "markdown":
-            if heading_offset:
-                text = re.sub(r"^(#{1,6}) ", lambda m: "#" * min(6, len(m.group(1)) + heading_offset) + " ",
-                              text, flags=re.M)
-            parts.append(text)
+            parts.append(re.sub(r"^#{1,6} +(.+?)\s*#*\s*$", r"**\1**\n", text, flags=re.M))
             continue
         if cell.cell_type != "code":
             continue
@@ -334,8 +332,5 @@ def student_markdown(nb: NotebookNode, heading_offset: int = 1) -> str:
             label = f"*Graded cell `{grade_id(cell)}`, {points:g} point{'s' if points != 1 else ''}.*\n\n"
         elif is_solution(cell):
             label = f"*Your code (`{grade_id(cell)}`).*\n\n"
-        if text:
-            parts.append(f"{label}```python\n{text}\n```")
-        else:
-            parts.append(label.rstrip())
+        parts.append(f"{label}```python\n{text}\n```" if text else label.rstrip())
     return "\n\n".join(p for p in parts if p)
