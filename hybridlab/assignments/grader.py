@@ -15,6 +15,7 @@ never a traceback), so the hidden tests' source is never shown.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -33,6 +34,11 @@ DEFAULT_TIMEOUT = 120.0   #: seconds per cell before it is interrupted
 DEFAULT_SEED = 0          #: seed of Python's, NumPy's and PyTorch's global generators
 MESSAGE_CHARS = 400       #: feedback longer than this is cut
 SETUP_TIMEOUT = 120       #: seconds for the grader's own first cell (it imports PyTorch)
+IOPUB_TIMEOUT = 60        #: seconds to wait for a finished cell's last outputs
+
+_QUIET = logging.getLogger("hybridlab.assignments.grader")   # nbclient's own log lines (timeouts) stay out
+_QUIET.addHandler(logging.NullHandler())                      # of the report and of the terminal
+_QUIET.propagate = False
 
 #: Run before the student's first cell (not shown, not graded): fixed seeds, one thread.
 SETUP_CODE = """\
@@ -217,7 +223,10 @@ def _execute(nb: NotebookNode, *, timeout: float, seed: int, notes: list[str]) -
                                 interrupt_on_timeout=False, resources={"metadata": {"path": workdir}},
                                 # the setup cell (imports) gets SETUP_TIMEOUT, whatever the student's timeout
                                 timeout_func=lambda cell: max(SETUP_TIMEOUT, cell_timeout) if cell is setup
-                                else cell_timeout)
+                                else cell_timeout,
+                                # wait for every output of a finished cell, even on a busy machine
+                                iopub_timeout=IOPUB_TIMEOUT, on_cell_executed=_keep_error_replies,
+                                log=_QUIET)
         try:
             with client.setup_kernel(env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
                 for position, (index, cell) in enumerate(code):
@@ -267,6 +276,14 @@ def _recovered(client, nb: NotebookNode, wait: float = 10.0) -> bool:
     finally:
         client.timeout_func = saved
         nb.cells.pop()
+
+
+def _keep_error_replies(cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
+    """If the kernel says the cell failed but no error output arrived, add one from the reply."""
+    content = execute_reply.get("content", {})
+    if content.get("status") == "error" and not any(o.get("output_type") == "error" for o in cell.outputs):
+        cell.outputs.append(nbformat.v4.new_output("error", ename=content.get("ename", "Error"),
+                                                   evalue=content.get("evalue", ""), traceback=[]))
 
 
 async def _interrupt(client) -> None:
