@@ -112,7 +112,8 @@ with torch.enable_grad():
           'device = make_device("mrr", d_in=32, d_out=32, seed=7)   # no spread, no crosstalk, no noise\n'
           "torch.manual_seed(0)\n"),
     Wrong("05_budget_challenge", "a digital network: the device is left out", "challenge_run", "challenge_genuine",
-          "replace_linear(model, ", "dict(model=model, "),
+          'replace_linear(model, "2", device, method="surrogate", rank=8, samples=2, sketch=16, mu=1e-2,\n'
+          "               compressed=True, cache=True, seed=0)\n", ""),
     Wrong("05_budget_challenge", "resets the device's counters after training", "challenge_run",
           "challenge_genuine", 'print(f"validation accuracy',
           'device.queries = device.reconfigurations = 0\nprint(f"validation accuracy'),
@@ -286,6 +287,8 @@ def test_released_notebook_scores_zero(a, tmp_path):
 def test_wrong_implementation_loses_points(wrong):
     report = grade(submission(wrong.assignment, wrong), wrong.assignment)
     lost = {c.grade_id: c for c in report.cells if c.points < c.max_points}
+    assert not [n for n in report.notes if n.startswith(f"{wrong.cell} raised")], \
+        f"{wrong.mistake}: the wrong implementation itself does not run:\n{report.to_text()}"
     assert wrong.caught_by in lost, f"{wrong.mistake} was not caught by {wrong.caught_by}:\n{report.to_text()}"
     _no_hidden_source_in(report, wrong.assignment)
 

@@ -34,6 +34,7 @@ __all__ = [
     "TEXT_STUB",
     "Assignment",
     "sources",
+    "describe",
     "find_source",
     "load_source",
     "check_source",
@@ -41,6 +42,14 @@ __all__ = [
     "release",
     "restore_locked_cells",
     "student_markdown",
+    "nbgrader_meta",
+    "grade_id",
+    "is_solution",
+    "is_grade",
+    "is_test",
+    "is_locked",
+    "solution_lines",
+    "hidden_test_lines",
 ]
 
 #: Folder of the instructor sources shipped with the package.
