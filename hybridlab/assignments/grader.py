@@ -35,6 +35,7 @@ DEFAULT_SEED = 0          #: seed of Python's, NumPy's and PyTorch's global gene
 MESSAGE_CHARS = 400       #: feedback longer than this is cut
 SETUP_TIMEOUT = 120       #: seconds for the grader's own first cell (it imports PyTorch)
 IOPUB_TIMEOUT = 60        #: seconds to wait for a finished cell's last outputs
+_TIMEOUT = {"ename": "hybridlab-grader-timeout", "evalue": "", "traceback": []}   #: nbclient's reply on a timeout
 
 _QUIET = logging.getLogger("hybridlab.assignments.grader")   # nbclient's own log lines (timeouts) stay out
 _QUIET.addHandler(logging.NullHandler())                      # of the report and of the terminal
@@ -204,9 +205,20 @@ def _execute(nb: NotebookNode, *, timeout: float, seed: int, notes: list[str]) -
     each error in an ungraded cell.
     """
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from nbclient.exceptions import DeadKernelError
 
     unfinished: dict[int, str] = {}
+    timed_out: set[int] = set()
+
+    def on_executed(cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
+        content = execute_reply.get("content", {})
+        if content.get("ename") == _TIMEOUT["ename"]:   # nbclient interrupted the cell after the timeout
+            timed_out.add(id(cell))
+        elif content.get("status") == "error" and not any(o.get("output_type") == "error" for o in cell.outputs):
+            # the kernel says the cell failed but no error output arrived: the failure still counts
+            cell.outputs.append(nbformat.v4.new_output("error", ename=content.get("ename", "Error"),
+                                                       evalue=content.get("evalue", ""), traceback=[]))
+
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": str(int(seed))}
     for cell in nb.cells:
@@ -219,33 +231,33 @@ def _execute(nb: NotebookNode, *, timeout: float, seed: int, notes: list[str]) -
     done: set[int] = set()
     cell_timeout = max(1, int(round(timeout)))
     with tempfile.TemporaryDirectory(prefix="hybridlab-grade-") as workdir:
-        client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=True,
-                                interrupt_on_timeout=False, resources={"metadata": {"path": workdir}},
-                                # the setup cell (imports) gets SETUP_TIMEOUT, whatever the student's timeout
-                                timeout_func=lambda cell: max(SETUP_TIMEOUT, cell_timeout) if cell is setup
-                                else cell_timeout,
-                                # wait for every output of a finished cell, even on a busy machine
-                                iopub_timeout=IOPUB_TIMEOUT, on_cell_executed=_keep_error_replies,
-                                log=_QUIET)
+        client = NotebookClient(
+            nb, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": workdir}},
+            # after `timeout` s a cell is interrupted (KeyboardInterrupt) and the next one runs; the
+            # setup cell (imports) gets SETUP_TIMEOUT whatever the student's timeout
+            timeout=cell_timeout, interrupt_on_timeout=True, error_on_timeout=_TIMEOUT,
+            timeout_func=lambda cell: max(SETUP_TIMEOUT, cell_timeout) if cell is setup else cell_timeout,
+            # wait for every output of a finished cell, even on a busy machine
+            iopub_timeout=IOPUB_TIMEOUT, on_cell_executed=on_executed, log=_QUIET)
         try:
             with client.setup_kernel(env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
                 for position, (index, cell) in enumerate(code):
                     label = grade_id(cell) or f"cell {index}"
                     try:
                         client.execute_cell(cell, index)
-                    except CellTimeoutError:
-                        unfinished[id(cell)] = f"timed out after {timeout:g} s (an endless loop?); interrupted"
-                        notes.append(f"{label} timed out after {timeout:g} s and was interrupted")
-                        if not _recovered(client, nb):
-                            _skip(code[position + 1:], "not run: the kernel hung after a cell timed out", unfinished)
-                            notes.append("the kernel did not respond after the interrupt; later cells were not run")
-                            break
                     except DeadKernelError:
                         unfinished[id(cell)] = "the kernel died while running this cell"
                         _skip(code[position + 1:], f"not run: the kernel died in {label}", unfinished)
                         notes.append(f"the kernel died in {label}; later cells were not run")
                         break
                     done.add(id(cell))
+                    if id(cell) in timed_out:
+                        unfinished[id(cell)] = f"timed out after {timeout:g} s (an endless loop?); interrupted"
+                        notes.append(f"{label} timed out after {timeout:g} s and was interrupted")
+                        if not _responsive(client, nb, timed_out):
+                            _skip(code[position + 1:], "not run: the kernel hung after a cell timed out", unfinished)
+                            notes.append("the kernel did not respond after the interrupt; later cells were not run")
+                            break
         except Exception as err:  # the kernel could not start or stop: report, never crash
             left = [(i, c) for i, c in code if id(c) not in done]
             _skip(left, f"not run: {_one_line(err, 200)}", unfinished)
@@ -253,43 +265,26 @@ def _execute(nb: NotebookNode, *, timeout: float, seed: int, notes: list[str]) -
     del nb.cells[0]
     for index, cell in enumerate(nb.cells):  # errors in ungraded cells: the student's code, provided cells
         error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
-        if error is not None and not is_grade(cell):
+        if error is not None and not is_grade(cell) and id(cell) not in timed_out:
             label = grade_id(cell) or f"cell {index}"
             notes.append(_one_line(f"{label} raised {error.get('ename', 'an error')}: {error.get('evalue', '')}", 200))
     return unfinished
 
 
-def _recovered(client, nb: NotebookNode, wait: float = 10.0) -> bool:
-    """Interrupt the kernel and check that it answers again (an empty cell within ``wait`` s)."""
-    from jupyter_core.utils import run_sync
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    nb.cells.append(nbformat.v4.new_code_cell("pass"))
+def _responsive(client, nb: NotebookNode, timed_out: set[int], wait: int = 10) -> bool:
+    """Whether the kernel answers an empty cell within ``wait`` s (after an interrupted cell)."""
+    probe = nbformat.v4.new_code_cell("pass")
+    nb.cells.append(probe)
     saved = client.timeout_func
     try:
-        run_sync(_interrupt)(client)
-        client.timeout_func = lambda cell: int(wait)
-        client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
-        return True
-    except (CellTimeoutError, DeadKernelError, RuntimeError):
+        client.timeout_func = lambda cell: wait
+        client.execute_cell(probe, len(nb.cells) - 1)
+        return id(probe) not in timed_out
+    except Exception:  # a dead kernel, for one
         return False
     finally:
         client.timeout_func = saved
         nb.cells.pop()
-
-
-def _keep_error_replies(cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
-    """If the kernel says the cell failed but no error output arrived, add one from the reply."""
-    content = execute_reply.get("content", {})
-    if content.get("status") == "error" and not any(o.get("output_type") == "error" for o in cell.outputs):
-        cell.outputs.append(nbformat.v4.new_output("error", ename=content.get("ename", "Error"),
-                                                   evalue=content.get("evalue", ""), traceback=[]))
-
-
-async def _interrupt(client) -> None:
-    from jupyter_core.utils import ensure_async
-
-    await ensure_async(client.km.interrupt_kernel())
 
 
 def _skip(cells: list[tuple[int, NotebookNode]], message: str, unfinished: dict[int, str]) -> None:
