@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: book book-clean test mutation venv bench clean
+.PHONY: book book-clean course test mutation venv bench clean
 
 # Executions are cached (_config.yml: execute_notebooks: cache), keyed by each chapter's code:
 # a rebuild re-executes only the chapters whose code changed. The cache cannot see the package,
@@ -28,6 +28,13 @@ book: $(STAMP)
 book-clean: $(STAMP)
 	rm -rf _build
 	$(MAKE) book
+
+# The course edition: the same book with every exercise solution hidden (sphinx-exercise's
+# hide_solutions), built into _build/course/_build/html.
+course: $(STAMP)
+	$(PY) book/vendor.py
+	$(PY) book/course_config.py _build/course_config.yml
+	$(VENV)/bin/jupyter-book build --all --config _build/course_config.yml --path-output _build/course .
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, assignments
 from .data import DataUnavailable
 from .devices import DEVICES
 from .layer import UPKEEPS
@@ -46,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m hybridlab`` argument parser (subcommands ``train`` and ``serve``)."""
+    """The ``python -m hybridlab`` argument parser (subcommands ``train``, ``serve``, ``assignments``)."""
     parser = _Parser(prog="hybridlab", description="Train networks that contain a physical, query-only layer.")
     parser.add_argument("--version", action="version", version=f"hybridlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "--attempts tries")
     g.add_argument("--attempts", type=int, help=f"tries per device operation (default {RetryPolicy.attempts})")
     _add_serve_parser(sub)
+    assignments.add_subcommands(sub)  # python -m hybridlab assignments release|grade
     return parser
 
 
@@ -184,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "serve":
             return _serve_command(args)
+        if args.command == "assignments":
+            return assignments.main(args)
         result = _train_command(args)
         text = json.dumps(result, indent=2)
         if args.out:
