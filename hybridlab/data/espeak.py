@@ -27,10 +27,11 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, features_dataset, fit_clip, resample
 from .bundle import Dataset
@@ -393,7 +394,7 @@ def load_espeak_digits(
 
     Returns:
         A :class:`Dataset` named ``"espeak-digits"`` with ``X`` of shape
-        ``(n, 1, n_mels, n_frames)``.
+        ``(n, 1, n_mels, n_frames)``; its group ids are voice indices into ``config.voices``.
     """
     start = time.perf_counter()
     config = config or (EspeakConfig.quick(seed) if quick else EspeakConfig(seed=seed))
@@ -425,4 +426,8 @@ def load_espeak_digits(
         meta=meta,
     )
     dataset.meta["load_seconds"] = time.perf_counter() - start
-    return dataset
+    return replace(
+        dataset,
+        groups_train=torch.from_numpy(digits.voice_ids[~is_test]),
+        groups_test=torch.from_numpy(digits.voice_ids[is_test]),
+    )

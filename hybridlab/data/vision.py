@@ -60,7 +60,8 @@ def load_digits_dataset(
     or, with ``standardise=True``, standardised with the training mean and standard deviation.
 
     Returns:
-        A :class:`Dataset` named ``"sklearn-digits"`` with ``X`` of shape ``(n, 1, 8, 8)``.
+        A :class:`Dataset` named ``"sklearn-digits"`` with ``X`` of shape ``(n, 1, 8, 8)``; its
+        group ids are the images' indices in ``load_digits()``.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -70,8 +71,9 @@ def load_digits_dataset(
     digits = load_digits()
     X = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     y = digits.target.astype(np.int64)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=test_fraction, random_state=seed, stratify=y
+    source = np.arange(len(y), dtype=np.int64)  # group id: the index of the source image
+    X_train, X_test, y_train, y_test, g_train, g_test = train_test_split(
+        X, y, source, test_size=test_fraction, random_state=seed, stratify=y
     )
     meta: dict[str, object] = {
         "source": "sklearn.datasets.load_digits",
@@ -88,6 +90,8 @@ def load_digits_dataset(
         y_test=torch.from_numpy(y_test),
         n_classes=10,
         meta=meta,
+        groups_train=torch.from_numpy(g_train),
+        groups_test=torch.from_numpy(g_test),
     )
 
 
