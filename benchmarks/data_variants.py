@@ -10,14 +10,15 @@ out); every choice is made on validation and the test split is read once per mod
   the learning rate and the epoch count (default 15..25) with the best validation accuracy win.
 
 A variant discriminates when the logistic regression stays at most 80 % while the network
-reaches 95 %. Run ``python benchmarks/data_variants.py`` (``--quick`` for a smoke run); the
-data are generated (or read from the cache) first, and the table is printed in Markdown.
+reaches 95 %. Run ``python benchmarks/data_variants.py`` (``--jobs 2`` on two cores, ``--quick``
+for a smoke run); the data are generated (or read from the cache) first, and the table is
+printed in Markdown. Only accuracies are compared; ``load s`` (generation or cache read) is
+wall-clock time and depends on the machine and its load.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import time
@@ -75,28 +76,41 @@ def network(task: str, train, val, *, lrs, epochs: tuple[int, int], seed: int) -
             "test": accuracy(model, train.X_test, train.y_test)}
 
 
-def run(tasks, variants, seeds, *, lrs, epochs: tuple[int, int], quick: bool,
-        val_fraction: float) -> list[dict]:
-    rows = []
-    for task in tasks:
-        for variant in variants:
-            for seed in seeds:
-                t0 = time.perf_counter()
-                data = load_task(task, variant=variant, quick=quick, seed=seed)
-                load_s = time.perf_counter() - t0
-                train, val = validation_split(data, val_fraction, seed)
-                row = {
-                    "task": task, "variant": variant, "seed": seed, "name": data.name,
-                    "input": "x".join(map(str, data.input_shape)),
-                    "n_fit": len(val.y_train), "n_val": len(val.y_test), "n_test": len(data.y_test),
-                    "load_s": load_s,
-                }  # fmt: skip
-                lr_row = logistic_regression(train, val, seed=seed)
-                net_row = network(task, train, val, lrs=lrs, epochs=epochs, seed=seed)
-                row |= {f"logreg_{k}": v for k, v in lr_row.items()}
-                row |= {f"net_{k}": v for k, v in net_row.items()}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+def one_row(task: str, variant: str, seed: int, *, lrs, epochs: tuple[int, int], quick: bool,
+            val_fraction: float, threads: int = 1) -> dict:
+    """Load one (task, variant, seed), split off validation, measure both models."""
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    data = load_task(task, variant=variant, quick=quick, seed=seed)
+    load_s = time.perf_counter() - t0
+    train, val = validation_split(data, val_fraction, seed)
+    row = {
+        "task": task, "variant": variant, "seed": seed, "name": data.name,
+        "input": "x".join(map(str, data.input_shape)),
+        "n_fit": len(val.y_train), "n_val": len(val.y_test), "n_test": len(data.y_test),
+        "load_s": load_s,
+    }  # fmt: skip
+    row |= {f"logreg_{k}": v for k, v in logistic_regression(train, val, seed=seed).items()}
+    row |= {f"net_{k}": v for k, v in network(task, train, val, lrs=lrs, epochs=epochs, seed=seed).items()}
+    return row
+
+
+def run(tasks, variants, seeds, *, jobs: int = 1, **settings) -> list[dict]:
+    """Every (task, variant, seed) row, in that order; ``jobs`` worker processes (same numbers)."""
+    units = [(t, v, s) for t in tasks for v in variants for s in seeds]
+    if jobs <= 1:
+        rows = []
+        for unit in units:
+            rows.append(one_row(*unit, **settings))
+            print(json.dumps(rows[-1]), flush=True)
+        return rows
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = [pool.submit(one_row, *unit, **settings) for unit in units]
+        rows = [f.result() for f in futures]
+    for row in rows:
+        print(json.dumps(row), flush=True)
     return rows
 
 
@@ -140,12 +154,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="the epoch counts the validation chooses from (default 15 25)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--quick", action="store_true", help="the quick datasets and 1-2 epochs (smoke run)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (the numbers do not change)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = run(args.tasks, args.variants, args.seeds, lrs=args.lrs, epochs=(1, 2) if args.quick else tuple(args.epochs),
-               quick=args.quick, val_fraction=args.val_fraction)
+    rows = run(args.tasks, args.variants, args.seeds, jobs=args.jobs, lrs=args.lrs,
+               epochs=(1, 2) if args.quick else tuple(args.epochs), quick=args.quick,
+               val_fraction=args.val_fraction, threads=args.threads)
     print(markdown(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -73,9 +73,9 @@ class HardVisionConfig:
     clutter_range: tuple[float, float] = (0.15, 0.35)
     ink_range: tuple[float, float] = (0.75, 1.0)
     paper_range: tuple[float, float] = (0.0, 0.15)
-    gradient: float = 0.05
-    blur_range: tuple[float, float] = (0.0, 0.4)
-    noise_range: tuple[float, float] = (0.02, 0.05)
+    gradient: float = 0.03
+    blur_range: tuple[float, float] = (0.0, 0.3)
+    noise_range: tuple[float, float] = (0.01, 0.03)
     test_fraction: float = 0.25
 
     @classmethod
