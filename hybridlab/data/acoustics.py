@@ -69,8 +69,8 @@ def room_impulse_response(
     """
     if rt60 <= 0:
         raise ValueError(f"rt60 must be positive, got {rt60}")
-    delay = int(round(predelay_s * sample_rate))
-    n = delay + int(round(rt60 * sample_rate))
+    delay = round(predelay_s * sample_rate)
+    n = delay + round(rt60 * sample_rate)
     t = np.arange(n - delay) / sample_rate
     tail = rng.standard_normal(n - delay) * np.exp(-6.908 * t / rt60)  # amplitude: -60 dB at rt60
     tail *= np.sqrt(10.0 ** (-drr_db / 10.0) / np.sum(tail**2))
