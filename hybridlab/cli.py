@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--download", action="store_true", help="try to download the real dataset (MNIST, Tiny Shakespeare)")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the data split and synthesis (default: 0)")
     g.add_argument("--quick", action="store_true", help="a tiny run (small subset, one epoch / a few steps)")
+    g.add_argument("--variant", default="easy", choices=("easy", "hard"),
+                   help="the offline data: easy (the embedded default) or hard (built to behave like real data: "
+                        "distorted digits, spoken digits through room, microphone, noise and telephone line)")
     g = p.add_argument_group("training (defaults per task and device: hybridlab.recipes.DEFAULTS)")
     g.add_argument("--seed", type=int, default=0, help="seed of weights, device, ZO directions, batches (default: 0)")
     types = {"lr": float, "lr_device": float, "anneal": float, "mu": float, "gain": float}
@@ -149,7 +152,8 @@ def _train_command(args: argparse.Namespace) -> dict[str, Any]:
     if retry and args.remote is None:
         raise _UsageError("--timeout and --attempts apply to a served device: add --remote HOST:PORT")
     return run(args.task, args.device, args.method, seed=args.seed, data_seed=args.data_seed, data_dir=args.data_dir,
-               download=args.download, quick=args.quick, layer=args.layer, with_digital=args.with_digital,
+               download=args.download, quick=args.quick, variant=args.variant, layer=args.layer,
+               with_digital=args.with_digital,
                progress=not args.no_progress, use_cuda=not args.cpu, device_options=device_options,
                remote=args.remote, remote_retry=RetryPolicy(**retry) if retry else None,
                **{k: getattr(args, k) for k in COMMAND_LINE})

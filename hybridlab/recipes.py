@@ -190,18 +190,20 @@ def settings(task: str, device: str = "ideal", method: str = "surrogate", *, qui
 
 
 @functools.lru_cache(maxsize=_DATA_CACHE_SIZE)
-def _load_cached(task: str, data_dir: str | None, download: bool, quick: bool, data_seed: int):
-    return load_task(task, data_dir=data_dir, download=download, quick=quick, seed=data_seed)
+def _load_cached(task: str, data_dir: str | None, download: bool, quick: bool, data_seed: int, variant: str):
+    return load_task(task, data_dir=data_dir, download=download, quick=quick, seed=data_seed, variant=variant)
 
 
 def load_data(task: str, *, data_dir: str | Path | None = None, download: bool = False, quick: bool = False,
-              data_seed: int = 0) -> Dataset | TextCorpus:
+              data_seed: int = 0, variant: str = "easy") -> Dataset | TextCorpus:
     """The task's data (memoised per process, so repeated runs do not reload or re-synthesise).
 
-    ``quick`` keeps a seeded subset (:data:`QUICK`) for fast runs.
+    ``variant`` is ``"easy"`` (the embedded default) or ``"hard"`` (the offline variant built to
+    behave like real recordings and photographs, :func:`hybridlab.data.load_task`); ``quick`` keeps a
+    seeded subset (:data:`QUICK`) for fast runs.
     """
     checks.choice(task, "task", TASKS)
-    data = _load_cached(task, None if data_dir is None else str(data_dir), download, quick, data_seed)
+    data = _load_cached(task, None if data_dir is None else str(data_dir), download, quick, data_seed, variant)
     if quick and isinstance(data, Dataset):
         data = data.subsample(QUICK[task]["n_train"], QUICK[task]["n_test"], seed=data_seed)
     return data
@@ -300,7 +302,8 @@ def _train_one(task: str, data: Dataset | TextCorpus, device: str, method: str, 
 
 def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: int = 0, data_seed: int = 0,
         data: Dataset | TextCorpus | None = None, data_dir: str | Path | None = None, download: bool = False,
-        quick: bool = False, layer: str | None = None, with_digital: bool = False, progress: bool = False,
+        quick: bool = False, variant: str = "easy", layer: str | None = None, with_digital: bool = False,
+        progress: bool = False,
         use_cuda: bool = True, device_options: dict[str, Any] | None = None, remote: str | None = None,
         remote_retry: RetryPolicy | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one network and return the result dictionary (the schema of this module's docstring).
@@ -318,6 +321,7 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
         data_dir: folder (or text file) with the real dataset.
         download: try to download the real dataset (falls back to the default with a warning).
         quick: a tiny run for tests (:data:`QUICK`).
+        variant: ``"easy"`` or ``"hard"``: which offline data (:func:`load_data`).
         layer: name of the Linear that becomes the black box (default :data:`DEFAULT_BLACK_BOX`).
         with_digital: also train the digital baseline and add ``digital_<metric>``.
         progress: show tqdm progress bars (stderr).
@@ -333,7 +337,8 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
     """
     args = {"task": task, "device": device, "method": method, "seed": seed, "data_seed": data_seed,
             "data_dir": None if data_dir is None else str(data_dir), "download": download, "quick": quick,
-            "layer": layer, "with_digital": with_digital, "device_options": device_options, **overrides}
+            "variant": variant, "layer": layer, "with_digital": with_digital, "device_options": device_options,
+            **overrides}
     if remote is not None:
         if device_options:
             raise ValueError(f"the physics options {device_options} belong to the server at {remote} "
@@ -343,7 +348,7 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
     layer = layer or DEFAULT_BLACK_BOX[task]
     t0 = time.perf_counter()
     if data is None:
-        data = load_data(task, data_dir=data_dir, download=download, quick=quick, data_seed=data_seed)
+        data = load_data(task, data_dir=data_dir, download=download, quick=quick, data_seed=data_seed, variant=variant)
     data_seconds = time.perf_counter() - t0
     torch_device = torch.device("cuda" if use_cuda and torch.cuda.is_available() else "cpu")
     options = dict(device_options or {})

@@ -113,7 +113,7 @@ with torch.enable_grad():
           "torch.manual_seed(0)\n"),
     Wrong("05_budget_challenge", "a digital network: the device is left out", "challenge_run", "challenge_genuine",
           'replace_linear(model, "2", device, method="surrogate", rank=8, samples=2, sketch=16, mu=1e-2,\n'
-          "               compressed=True, cache=True, seed=0)\n", ""),
+          "               compressed=True, upkeep=\"cached\", seed=0)\n", ""),
     Wrong("05_budget_challenge", "resets the device's counters after training", "challenge_run",
           "challenge_genuine", 'print(f"validation accuracy',
           'device.queries = device.reconfigurations = 0\nprint(f"validation accuracy'),

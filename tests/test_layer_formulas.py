@@ -457,7 +457,8 @@ def test_importing_the_test_modules_changes_no_global_torch_state():
         f"sys.path.insert(0, {str(tests)!r})\n"
         f"for path in sorted(__import__('pathlib').Path({str(tests)!r}).glob('test_*.py')):\n"
         "    spec = importlib.util.spec_from_file_location(path.stem, path)\n"
-        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "    module = sys.modules[path.stem] = importlib.util.module_from_spec(spec)\n"
+        "    spec.loader.exec_module(module)\n"
         "after = (torch.get_num_threads(), torch.get_default_dtype(), torch.initial_seed())\n"
         "assert before == after, (before, after)\n"
     )

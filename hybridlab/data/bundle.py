@@ -121,8 +121,9 @@ def validation_split(
 
     * With ``groups_train``, whole groups are held out (no speaker or source image on both
       sides). When every group holds a single class (e.g. augmented copies of one image), the
-      groups are split stratified by that class; otherwise (e.g. a speaker saying every digit)
-      scikit-learn's ``GroupShuffleSplit`` holds out ``fraction`` of the groups.
+      groups are split stratified by that class; otherwise (e.g. a speaker saying every digit,
+      or too few groups per class to stratify) scikit-learn's ``GroupShuffleSplit`` holds out
+      ``fraction`` of the groups.
     * Without groups, the examples are split stratified by class (``train_test_split``).
 
     Args:
@@ -154,14 +155,17 @@ def validation_split(
         ids, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
         if len(ids) < 2:
             raise ValueError(f"{dataset.name}: a split by group needs at least two groups")
-        one_class = np.all(y == y[first][inverse])
-        if one_class:
-            n_held = max(round(fraction * len(ids)), len(np.unique(y[first])))  # a group per class at least
-            keep_ids, held_ids = train_test_split(ids, test_size=n_held, random_state=seed, stratify=y[first])
-            held = index[np.isin(groups, held_ids)]
-            keep = index[np.isin(groups, keep_ids)]
-            rule = f"whole groups, stratified by class, fraction={fraction}, seed={seed}"
-        else:
+        held = None
+        if np.all(y == y[first][inverse]):  # every group holds one class: stratify the groups
+            try:
+                n_held = max(round(fraction * len(ids)), len(np.unique(y[first])))  # a group per class at least
+                _, held_ids = train_test_split(ids, test_size=n_held, random_state=seed, stratify=y[first])
+                held = index[np.isin(groups, held_ids)]
+                keep = index[~np.isin(groups, held_ids)]
+                rule = f"whole groups, stratified by class, fraction={fraction}, seed={seed}"
+            except ValueError:  # too few groups per class to stratify
+                held = None
+        if held is None:
             splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
             keep, held = next(splitter.split(index, y, groups))
             rule = f"whole groups (GroupShuffleSplit), fraction={fraction}, seed={seed}"

@@ -4,6 +4,10 @@ Each task has an embedded default that works offline; a real dataset is used whe
 is given (``data_dir``) or when ``download=True`` and the download succeeds. A failed download
 warns (:class:`~hybridlab.data.bundle.DataFallbackWarning`) and falls back to the default; a
 ``data_dir`` that does not hold the data is an error, since the user asked for it explicitly.
+
+The offline defaults come in two variants: ``"easy"`` (the original tasks) and ``"hard"``
+(distorted digits; spoken digits recorded through a room, a microphone and a telephone line),
+on which a linear model falls clearly behind the network.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from .audio import load_fsdd
 from .bundle import DataFallbackWarning, Dataset
 from .download import DataUnavailable
 from .espeak import load_espeak_digits
+from .hard_audio import load_hard_spoken_digits
+from .hard_vision import load_hard_digits
 from .text import TextCorpus, load_text_corpus
 from .vision import load_digits_dataset, load_mnist
 
 PathLike = str | os.PathLike[str] | None
 QUICK_MNIST = (6000, 1000)  # train / test examples kept in quick mode
 QUICK_FSDD = (600, 150)
+VARIANTS = ("easy", "hard")
 
 
 def _fallback(what: str, err: Exception) -> None:
@@ -29,7 +36,9 @@ def _fallback(what: str, err: Exception) -> None:
     warnings.warn(message, DataFallbackWarning, stacklevel=3)
 
 
-def _vision(data_dir: PathLike, download: bool, quick: bool, seed: int) -> Dataset:
+def _vision(data_dir: PathLike, download: bool, quick: bool, seed: int, variant: str) -> Dataset:
+    if variant == "hard":
+        return load_hard_digits(quick=quick, seed=seed)
     if data_dir is not None or download:
         try:
             data = load_mnist(data_dir, download=download)
@@ -39,7 +48,9 @@ def _vision(data_dir: PathLike, download: bool, quick: bool, seed: int) -> Datas
     return load_digits_dataset(seed=seed)
 
 
-def _audio(data_dir: PathLike, download: bool, quick: bool, seed: int) -> Dataset:
+def _audio(data_dir: PathLike, download: bool, quick: bool, seed: int, variant: str) -> Dataset:
+    if variant == "hard":
+        return load_hard_spoken_digits(quick=quick, seed=seed)
     if data_dir is not None:
         data = load_fsdd(data_dir)
         return data.subsample(*QUICK_FSDD, seed=seed) if quick else data
@@ -55,7 +66,7 @@ def _audio(data_dir: PathLike, download: bool, quick: bool, seed: int) -> Datase
     return load_espeak_digits(quick=quick, seed=seed)
 
 
-def _text(data_dir: PathLike, download: bool, quick: bool, seed: int) -> TextCorpus:
+def _text(data_dir: PathLike, download: bool, quick: bool, seed: int, variant: str) -> TextCorpus:
     if data_dir is not None or download:
         try:
             return load_text_corpus(data_dir, download=download)
@@ -64,7 +75,8 @@ def _text(data_dir: PathLike, download: bool, quick: bool, seed: int) -> TextCor
     return load_text_corpus()
 
 
-TASKS: dict[str, Callable[[PathLike, bool, bool, int], Dataset | TextCorpus]] = {
+#: ``loader(data_dir, download, quick, seed, variant)`` per task
+TASKS: dict[str, Callable[[PathLike, bool, bool, int, str], Dataset | TextCorpus]] = {
     "vision": _vision,
     "audio": _audio,
     "text": _text,
@@ -78,6 +90,7 @@ def load_task(
     download: bool = False,
     quick: bool = False,
     seed: int = 0,
+    variant: str = "easy",
 ) -> Dataset | TextCorpus:
     """The dataset of a task.
 
@@ -96,10 +109,24 @@ def load_task(
         quick: a smaller dataset for tests (eSpeak: 260 utterances; MNIST and FSDD: a seeded
             subset; digits and text are unchanged).
         seed: seeds every split, subset and synthesis.
+        variant: ``"easy"`` (the default, above) or ``"hard"``: the offline task made to behave
+            like real data (vision: :func:`~hybridlab.data.hard_vision.load_hard_digits`;
+            audio: :func:`~hybridlab.data.hard_audio.load_hard_spoken_digits`). Text has no
+            hard variant, and ``"hard"`` cannot be combined with ``data_dir`` or ``download``
+            (a real dataset is what it is).
 
     Raises:
-        ValueError: unknown task.
+        ValueError: unknown task or variant, or a combination that does not exist.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    return TASKS[task](data_dir, download, quick, seed)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if variant == "hard" and task == "text":
+        raise ValueError("the text task has no hard variant; use variant='easy'")
+    if variant == "hard" and (data_dir is not None or download):
+        raise ValueError(
+            "variant='hard' builds the offline task; a real dataset (data_dir or download) has "
+            "no variants: leave variant='easy' with data_dir/download"
+        )
+    return TASKS[task](data_dir, download, quick, seed, variant)

@@ -111,7 +111,8 @@ def compare_devices(task: str, devices: Sequence[str] = CHAPTER_DEVICES,
     for device, method in plan:  # validate every name before the first (long) run
         recipes.settings(task, device, method, quick=quick)
     if data is None:
-        data = recipes.load_data(task, data_dir=data_dir, quick=quick, data_seed=data_seed)
+        data = recipes.load_data(task, data_dir=data_dir, quick=quick, data_seed=data_seed,
+                                 variant=run_options.get("variant", "easy"))
     jobs = [job for seed in seeds for job in [(seed, "ideal", "digital"), *((seed, d, m) for d, m in plan)]]
     options = {"data_seed": data_seed, "data_dir": data_dir, "quick": quick, **run_options}
     bar = None
@@ -382,6 +383,8 @@ def rerun_command(result: dict[str, Any], out: str = "r.json", threads: bool = F
         parts.append("--download")
     if args.get("quick"):
         parts.append("--quick")
+    if args.get("variant", "easy") != "easy":
+        parts += ["--variant", args["variant"]]
     if args.get("layer"):
         parts += ["--layer", args["layer"]]
     for key in sorted(set(COMMAND_LINE) & set(args)):
