@@ -438,9 +438,9 @@ def _decades(axis) -> float:
 
 
 # =============================================================================================
-# chapters 6-8: every device kind against the digital network
+# chapters 7-9: every device kind against the digital network
 # =============================================================================================
-#: dash style of each training method in the figures of chapters 6-8
+#: dash style of each training method in the figures of chapters 7-9
 METHOD_DASH = {"surrogate": "solid", "static": "dot", "rebuild": "dashdot", "zo_only": "longdash",
                "oracle": "dash", "twin": "longdashdot", "dfa": "dash"}
 #: axis titles of the metrics of :func:`hybridlab.cli.run` results

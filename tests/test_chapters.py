@@ -117,9 +117,9 @@ def test_tracking_table_matches_experiments(tmp_path_factory):
                 assert got[key] == value, (want["method"], key)
 
 
-# ------------------------------------------------------------------------ chapters 6-8: device comparisons
+# ------------------------------------------------------------------------ chapters 7-9: device comparisons
 #: chapter file -> task of the chapters that compare every device kind with the digital network
-DEVICE_CHAPTERS = {"06_vision.ipynb": "vision", "07_audio.ipynb": "audio", "08_text.ipynb": "text"}
+DEVICE_CHAPTERS = {"07_vision.ipynb": "vision", "08_audio.ipynb": "audio", "09_text.ipynb": "text"}
 RESULTS_TAG = "results-table"
 SETTINGS_TAG = "settings-table"
 #: training code that must not appear in these chapters: every run goes through hybridlab.recipes.run

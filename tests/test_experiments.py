@@ -366,7 +366,7 @@ def test_interactive_figure_renders_into_the_output_widget():
         plots.interactive_figure(draw, {"r": [1, 2]}, initial={"r": 3})
 
 
-# ------------------------------------------------------------------------------------ chapters 6-8
+# ------------------------------------------------------------------------------------ chapters 7-9
 @pytest.fixture(scope="module")
 def vision_comparison():
     """A real quick comparison: digital + surrogate/static on slm, surrogate only on ideal, 2 seeds."""

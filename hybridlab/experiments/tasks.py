@@ -17,10 +17,10 @@ from torch import nn
 from .. import recipes
 
 # =============================================================================================
-# chapters 6-8: one task, every device kind, against the digital network
+# chapters 7-9: one task, every device kind, against the digital network
 # =============================================================================================
 
-#: the device kinds chapters 6-8 train, in table order (``ideal`` last: the sanity row)
+#: the device kinds chapters 7-9 train, in table order (``ideal`` last: the sanity row)
 CHAPTER_DEVICES: tuple[str, ...] = ("slm", "mrr", "mzi", "ideal")
 #: the method and the competitor it must beat
 CHAPTER_METHODS: tuple[str, ...] = ("surrogate", "static")
