@@ -202,3 +202,51 @@ def test_device_chapter_tables_are_what_hybridlab_computes(path: Path, tmp_path_
     scale = ex.metric_scale(fresh["metric"])
     assert row["values"][0] == pytest.approx(fresh[fresh["metric"]] * scale, rel=1e-9)
     assert row["queries"] == fresh["queries"] and row["reconfigurations"] == fresh["reconfigurations"]
+
+
+# ------------------------------------------------------------------------ chapter 6: the budget explorer
+BUDGET_CHAPTER = "06_budget.ipynb"
+
+
+def _plotly_figure(nb, tag: str) -> dict:
+    cells = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"expected one cell tagged {tag!r}"
+    for out in cells[0].get("outputs", []):
+        data = out.get("data", {})
+        if "application/vnd.plotly.v1+json" in data:
+            return data["application/vnd.plotly.v1+json"]
+    raise AssertionError(f"the cell tagged {tag!r} shows no plotly figure")
+
+
+@pytest.mark.slow
+def test_budget_explorer_figure_shows_what_a_fresh_run_of_a_grid_point_gives(tmp_path_factory):
+    path = ROOT / "chapters" / BUDGET_CHAPTER
+    nb, _ = _run_quick(path, tmp_path_factory.mktemp("chapters"))
+    table = _tagged_table(nb, "front-table")
+    fig = _plotly_figure(nb, "budget-explorer")
+    grid = table["grid"]
+    highlights = [t for t in fig["data"] if t.get("marker", {}).get("size") == 15]
+    assert len(highlights) == len(grid)
+    assert [t["y"][0] for t in highlights] == pytest.approx([p["accuracy_pct"] for p in grid])
+    # every (rank, samples) of the grid is a step of the sliders
+    sliders = fig["layout"]["sliders"]
+    assert [s["label"] for s in sliders[0]["steps"]] == [str(r) for r in sorted({p["rank"] for p in grid})]
+    assert [s["label"] for s in sliders[1]["steps"]] == [str(m) for m in sorted({p["samples"] for p in grid})]
+
+    import torch
+
+    from hybridlab import experiments as ex
+    from hybridlab import recipes
+
+    point = grid[-1]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(table["threads"])
+    try:
+        fresh = ex.budget_point(point["rank"], point["samples"], point["upkeep"], device=table["device"],
+                                seed=table["seed"], quick=True, data=recipes.load_data("vision", quick=True),
+                                epochs=table["epochs"])
+    finally:
+        torch.set_num_threads(threads)
+    assert fresh["accuracy_pct"] == pytest.approx(point["accuracy_pct"], rel=1e-9)
+    assert (fresh["queries"], fresh["reconfigurations"]) == (point["queries"], point["reconfigurations"])
+    assert highlights[-1]["x"][0] == pytest.approx(fresh["hardware_s"][table["device"]], rel=1e-12)
