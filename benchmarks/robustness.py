@@ -1,0 +1,138 @@
+"""The robustness table: one shared recipe on easy and hard data, every device kind, every way of training it.
+
+    python benchmarks/robustness.py --jobs 2                          # all runs (hours on 2 cores)
+    python benchmarks/robustness.py --jobs 2 --only vision-easy       # one task and variant
+    python benchmarks/robustness.py --summary                         # the table from the results file
+
+For each task and variant (vision and audio, easy and hard; text), each device kind (SLM, MRR, MZI)
+and seeds 0-2: the digital network, and the hybrid network trained with exact gradients through the
+simulator (``oracle``, impossible on hardware: the ceiling), with the method (``surrogate``), with a
+surrogate fitted once (``static``) and with the device never trained (``frozen``). Every run is one
+:func:`hybridlab.recipes.run` with the committed defaults (one PyTorch thread per process); the
+table puts the gaps side by side. Results are appended to ``--out`` one JSON line per run, so an
+interrupted benchmark continues where it stopped; the book's task chapters read this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).with_name("results") / "robustness.jsonl"
+SETTINGS = (("vision", "easy"), ("vision", "hard"), ("audio", "easy"), ("audio", "hard"), ("text", "easy"))
+DEVICES = ("slm", "mrr", "mzi")
+METHODS = ("oracle", "surrogate", "static", "frozen")
+SEEDS = (0, 1, 2)
+
+
+def jobs(only: str | None = None) -> list[dict[str, Any]]:
+    out = []
+    for (task, variant), seed in itertools.product(SETTINGS, SEEDS):
+        if only and f"{task}-{variant}" != only:
+            continue
+        out.append({"task": task, "variant": variant, "device": "ideal", "method": "digital", "seed": seed})
+        out += [{"task": task, "variant": variant, "device": d, "method": m, "seed": seed}
+                for d, m in itertools.product(DEVICES, METHODS)]
+    return out
+
+
+def key(job: dict[str, Any]) -> tuple:
+    return tuple(job[k] for k in ("task", "variant", "device", "method", "seed"))
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    from hybridlab import recipes
+
+    t0 = time.perf_counter()
+    r = recipes.run(job["task"], job["device"], job["method"], seed=job["seed"], variant=job["variant"],
+                    use_cuda=False)
+    m = r["metric"]
+    return {**job, "metric": m, "test": r[m], "val": r[f"val_{m}"], "queries": r["queries"],
+            "reconfigurations": r["reconfigurations"], "seconds": time.perf_counter() - t0,
+            "hybridlab_version": r["hybridlab_version"]}
+
+
+def load(path: Path = RESULTS) -> list[dict[str, Any]]:
+    """Every result line of ``path`` (the last one of each job, if a job was run twice)."""
+    if not path.is_file():
+        return []
+    by = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            by[key(r)] = r
+    return list(by.values())
+
+
+def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, variant, device): mean and std over seeds of each method, and the gaps.
+
+    Accuracy in percent (higher is better), text in bits per character (lower is better). ``gap`` is
+    the surrogate's mean minus digital's (points; text: percent of digital's bits, positive = worse),
+    ``trained_vs_frozen`` the surrogate's minus the frozen device's (same units and sign convention:
+    positive = training the device helped).
+    """
+    import numpy as np
+
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in results:
+        v = 100 * r["test"] if r["metric"] == "accuracy" else r["test"]
+        groups[(r["task"], r["variant"], r["device"] if r["method"] != "digital" else "-", r["method"])].append(v)
+    rows = []
+    for task, variant in SETTINGS:
+        digital = groups.get((task, variant, "-", "digital"), [])
+        for device in DEVICES:
+            row: dict[str, Any] = {"task": task, "variant": variant, "device": device}
+            for m, vals in [("digital", digital)] + [(m, groups.get((task, variant, device, m), [])) for m in METHODS]:
+                row[m] = float(np.mean(vals)) if vals else None
+                row[f"{m}_std"] = float(np.std(vals)) if vals else None
+                row[f"{m}_n"] = len(vals)
+            if row["surrogate"] is not None and row["digital"] is not None:
+                accuracy = task != "text"
+                row["gap"] = (row["surrogate"] - row["digital"] if accuracy
+                              else 100 * (row["surrogate"] / row["digital"] - 1))
+            if row["surrogate"] is not None and row["frozen"] is not None:
+                row["trained_vs_frozen"] = (row["surrogate"] - row["frozen"] if task != "text"
+                                            else 100 * (1 - row["surrogate"] / row["frozen"]))
+            if row["oracle"] is not None and row["frozen"] is not None:
+                row["oracle_vs_frozen"] = (row["oracle"] - row["frozen"] if task != "text"
+                                           else 100 * (1 - row["oracle"] / row["frozen"]))
+            if any(row[m] is not None for m in METHODS):
+                rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (one PyTorch thread each)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results, one JSON line per run (appended)")
+    parser.add_argument("--only", help="one task and variant, e.g. vision-hard")
+    parser.add_argument("--summary", action="store_true", help="only print the table of the results file")
+    args = parser.parse_args()
+    if not args.summary:
+        done = {key(r) for r in load(args.out)}
+        todo = [j for j in jobs(args.only) if key(j) not in done]
+        todo.sort(key=lambda j: (j["task"] != "text", j["variant"] != "hard"))  # the long runs first
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        print(f"{len(todo)} runs to do ({len(done)} already in {args.out})", flush=True)
+        with ProcessPoolExecutor(args.jobs) as pool, args.out.open("a") as out:
+            for n, future in enumerate(as_completed([pool.submit(run_one, j) for j in todo]), 1):
+                r = future.result()
+                out.write(json.dumps(r) + "\n")
+                out.flush()
+                print(f"[{n}/{len(todo)}] {key(r)} test {r['test']:.4f} ({r['seconds']:.0f} s)", flush=True)
+    for row in table(load(args.out)):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
