@@ -19,7 +19,6 @@ import argparse
 import itertools
 import json
 import time
-from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -73,44 +72,6 @@ def load(path: Path = RESULTS) -> list[dict[str, Any]]:
     return list(by.values())
 
 
-def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (task, variant, device): mean and std over seeds of each method, and the gaps.
-
-    Accuracy in percent (higher is better), text in bits per character (lower is better). ``gap`` is
-    the surrogate's mean minus digital's (points; text: percent of digital's bits, positive = worse),
-    ``trained_vs_frozen`` the surrogate's minus the frozen device's (same units and sign convention:
-    positive = training the device helped).
-    """
-    import numpy as np
-
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    for r in results:
-        v = 100 * r["test"] if r["metric"] == "accuracy" else r["test"]
-        groups[(r["task"], r["variant"], r["device"] if r["method"] != "digital" else "-", r["method"])].append(v)
-    rows = []
-    for task, variant in SETTINGS:
-        digital = groups.get((task, variant, "-", "digital"), [])
-        for device in DEVICES:
-            row: dict[str, Any] = {"task": task, "variant": variant, "device": device}
-            for m, vals in [("digital", digital)] + [(m, groups.get((task, variant, device, m), [])) for m in METHODS]:
-                row[m] = float(np.mean(vals)) if vals else None
-                row[f"{m}_std"] = float(np.std(vals)) if vals else None
-                row[f"{m}_n"] = len(vals)
-            if row["surrogate"] is not None and row["digital"] is not None:
-                accuracy = task != "text"
-                row["gap"] = (row["surrogate"] - row["digital"] if accuracy
-                              else 100 * (row["surrogate"] / row["digital"] - 1))
-            if row["surrogate"] is not None and row["frozen"] is not None:
-                row["trained_vs_frozen"] = (row["surrogate"] - row["frozen"] if task != "text"
-                                            else 100 * (1 - row["surrogate"] / row["frozen"]))
-            if row["oracle"] is not None and row["frozen"] is not None:
-                row["oracle_vs_frozen"] = (row["oracle"] - row["frozen"] if task != "text"
-                                           else 100 * (1 - row["oracle"] / row["frozen"]))
-            if any(row[m] is not None for m in METHODS):
-                rows.append(row)
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one PyTorch thread each)")
@@ -130,7 +91,9 @@ def main() -> None:
                 out.write(json.dumps(r) + "\n")
                 out.flush()
                 print(f"[{n}/{len(todo)}] {key(r)} test {r['test']:.4f} ({r['seconds']:.0f} s)", flush=True)
-    for row in table(load(args.out)):
+    from hybridlab.experiments import robustness_rows
+
+    for row in robustness_rows(load(args.out)):
         print(json.dumps(row))
 
 

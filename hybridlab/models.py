@@ -35,13 +35,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DEFAULT_BLACK_BOX", "MODEL_DEFAULTS", "AudioCNN", "CharTransformer", "DigitsCNN", "build_model",
-           "replaceable"]
+__all__ = ["DEFAULT_BLACK_BOX", "MODEL_DEFAULTS", "AudioCNN", "CharMLP", "CharTransformer", "DigitsCNN", "InputMLP",
+           "build_model", "replaceable"]
 
 #: name of the Linear that becomes the black box by default, per task
 DEFAULT_BLACK_BOX: dict[str, str] = {"vision": "hidden", "audio": "hidden", "text": "blocks.0.attn.proj"}
 
-#: default model sizes per task (keyword arguments of :func:`build_model`)
+#: frames the spectrogram is pooled to when the audio model has no convolutions (``channels=0``)
+AUDIO_INPUT_FRAMES = 8
+
+#: default model sizes per task (keyword arguments of :func:`build_model`); ``channels=0`` (vision,
+#: audio) builds :class:`InputMLP` and ``n_layer=0`` (text) :class:`CharMLP`: the networks without a
+#: digital layer before their ``embed``
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "vision": {"width": 64, "channels": 32},
     "audio": {"width": 64, "channels": 64},
@@ -93,6 +98,35 @@ class DigitsCNN(_Head):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(batch, n_classes)`` for images ``(batch, in_channels, height, width)``."""
         return self.classify(self.features(x))
+
+
+class InputMLP(_Head):
+    """The shared head straight on the input: no digital layer before ``embed``.
+
+    With ``embed`` as the black box the device is the first thing the input meets, so no trainable
+    layer before it can make up for a device that does not learn: the configuration of the task
+    chapters in which the device carries the computation. Images are flattened as they are;
+    spectrograms are average-pooled over time to ``frames`` frames first (a fixed, untrained
+    operation), so that the device sees ``n_mels x frames`` numbers.
+
+    Args:
+        input_shape: shape of one example, ``(channels, height, width)``.
+        n_classes: number of classes.
+        width: output width of ``embed`` (the black box) and of ``hidden``.
+        frames: if given, pool the last axis to this many frames first (audio).
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int = 10, *, width: int = 64,
+                 frames: int | None = None) -> None:
+        shape = list(input_shape)
+        if frames is not None:
+            shape[-1] = frames
+        super().__init__(math.prod(shape), width, n_classes)
+        self.pool = nn.AdaptiveAvgPool1d(frames) if frames is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(batch, n_classes)`` for inputs ``(batch, *input_shape)``."""
+        return self.classify(self.pool(x.flatten(1, -2)) if not isinstance(self.pool, nn.Identity) else x)
 
 
 class AudioCNN(_Head):
@@ -204,6 +238,40 @@ class CharTransformer(nn.Module):
         return self.head(self.ln_f(x))
 
 
+class CharMLP(nn.Module):
+    """A character model without attention: an MLP over the one-hot codes of the last ``context`` characters.
+
+    ``embed`` (``context * vocab_size -> width``) reads the raw one-hot codes, then a ReLU and a linear
+    ``head``. As the black box, ``embed`` is the first thing the text meets: no digital layer before it
+    can make up for a device that does not learn (the task chapters' configuration in which the device
+    carries the computation). Logits come at every position, like :class:`CharTransformer`, so the
+    same training loop serves both.
+
+    Args:
+        vocab_size: number of characters.
+        block_size: longest input (positions that get a prediction).
+        width: output width of ``embed``.
+        context: characters seen before each prediction (the earliest positions see zero padding).
+    """
+
+    def __init__(self, vocab_size: int, *, block_size: int = 32, width: int = 64, context: int = 8) -> None:
+        super().__init__()
+        self.vocab_size, self.block_size, self.context = vocab_size, block_size, context
+        self.embed = nn.Linear(context * vocab_size, width)
+        self.head = nn.Linear(width, vocab_size)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """Logits ``(batch, time, vocab_size)`` for character ids ``(batch, time)``."""
+        B, T = idx.shape
+        if T > self.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}")
+        onehot = F.one_hot(idx, self.vocab_size).to(self.head.weight.dtype)  # (B, T, V)
+        padded = F.pad(onehot, (0, 0, self.context - 1, 0))  # zeros before the first character
+        windows = padded.unfold(1, self.context, 1)  # (B, T, V, context): the last `context` characters
+        x = windows.permute(0, 1, 3, 2).reshape(B, T, self.context * self.vocab_size)
+        return self.head(F.relu(self.embed(x)))
+
+
 def build_model(task: str, data: Any, *, seed: int = 0, **sizes: Any) -> nn.Module:
     """The model of ``task`` sized for ``data``, initialised from ``seed``.
 
@@ -225,9 +293,14 @@ def build_model(task: str, data: Any, *, seed: int = 0, **sizes: Any) -> nn.Modu
     kw = {**MODEL_DEFAULTS[task], **sizes}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if task in ("vision", "audio") and kw["channels"] == 0:  # no digital feature extractor
+            return InputMLP(tuple(data.input_shape), data.n_classes, width=kw["width"],
+                            frames=AUDIO_INPUT_FRAMES if task == "audio" else None)
         if task == "vision":
             return DigitsCNN(data.input_shape[0], data.n_classes, **kw)
         if task == "audio":
             channels, n_mels = data.input_shape[0], data.input_shape[1]
             return AudioCNN(channels * n_mels, data.n_classes, **kw)
+        if kw["n_layer"] == 0:  # no attention: the MLP over the last characters
+            return CharMLP(data.vocab_size, block_size=kw["block_size"], width=kw["width"])
         return CharTransformer(data.vocab_size, **kw)

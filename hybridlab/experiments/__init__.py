@@ -16,6 +16,7 @@ Everything is seeded (same arguments, same numbers) and runs in float64 unless s
 * :mod:`~hybridlab.experiments.zero_order` -- chapter 3, zero-order optimization;
 * :mod:`~hybridlab.experiments.dlra` -- chapter 4, dynamical low-rank approximation;
 * :mod:`~hybridlab.experiments.budget` -- chapter 6, rank and query budget;
+* :mod:`~hybridlab.experiments.report` -- the reporting the task chapters share;
 * :mod:`~hybridlab.experiments.tasks` -- the vision, audio and text chapters (every run is one
   call of :func:`hybridlab.recipes.run`);
 * :mod:`~hybridlab.experiments._common` -- the shared helpers.
@@ -50,6 +51,7 @@ from .dlra import (
 )
 from .physics import entry_samples, mrr_response, nonideality_effect, step_cost
 from .rank import device_matrix, query_fits, rank_approximations, rank_errors, sample_image, train_digits_mlp
+from .report import ROBUSTNESS_METHODS, compare_to, report, robustness_rows, show_robustness
 from .tasks import (
     CHAPTER_DEVICES,
     CHAPTER_METHODS,
@@ -76,6 +78,7 @@ from .zero_order import (
 )
 
 __all__ = [
+    "ROBUSTNESS_METHODS", "compare_to", "report", "robustness_rows", "show_robustness",
     "BUDGET_UPKEEPS", "budget_grid", "budget_point", "upkeep_budget", "upkeep_phase_diagram", "wide_layer_table",
     "Grid", "sample_image", "train_digits_mlp", "device_matrix", "rank_errors", "rank_approximations",
     "query_fits", "mrr_response", "entry_samples", "nonideality_effect", "step_cost", "oracle_gradient",
