@@ -61,10 +61,11 @@ Under ``torchrun`` (one process per rank; it sets ``RANK``, ``WORLD_SIZE``, ``LO
     budget = hardware_budget(model)              # summed over the ranks
     cleanup()
 
-``python -m hybridlab train`` does exactly this under ``torchrun`` (:func:`hybridlab.recipes.run`
-with ``ranks``): every rank evaluates the whole validation and test splits itself (identical
-models give identical numbers, so every rank keeps the same best state without communication), and
-:func:`merge_history` turns rank 0's history into the whole run's.
+``python -m hybridlab train`` does this under ``torchrun`` (:func:`hybridlab.recipes.run` with
+``ranks``), with :func:`split_batch` for batches of any size: every rank evaluates the whole
+validation and test splits itself (identical models give identical numbers, so every rank keeps
+the same best state without communication), and :func:`merge_history` turns the ranks' histories
+into the whole run's.
 
 :func:`launch_local` starts ``N`` such processes on this machine without ``torchrun`` (tests,
 notebooks).
