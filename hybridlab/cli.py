@@ -5,10 +5,14 @@
     python -m hybridlab train --task text --device mzi --with-digital --quick
     python -m hybridlab serve --device slm --port 5000 --noise 0.01 --drop 0.01   # in one terminal
     python -m hybridlab train --task vision --device slm --remote localhost:5000  # in another
+    torchrun --nproc-per-node 2 -m hybridlab train --task vision --device slm   # data parallel, 2 processes
 
 Argument parsing only: every ``train`` option maps to an argument of :func:`hybridlab.recipes.run`
 (the settings, their per-task defaults and meanings, and the result's JSON schema are documented
 there), every ``serve`` option to one of :func:`hybridlab.remote.serve` or :class:`hybridlab.remote.Faults`.
+Under ``torchrun`` (or ``python -m torch.distributed.run``) every process trains its rows of each
+batch under ``DistributedDataParallel`` (:mod:`hybridlab.parallel`) and rank 0 alone writes the
+result, the one-process run's up to float rounding.
 Errors in values or data (an unknown layer, a rank too large, a folder without the dataset, an
 unreadable file) print one line on stderr and exit with code 2.
 """
@@ -24,13 +28,14 @@ from typing import Any
 
 import torch
 
-from . import __version__, assignments
+from . import __version__, assignments, parallel
 from .data import DataUnavailable
 from .devices import DEVICES
 from .layer import UPKEEPS
 from .recipes import ALL_METHODS, COMMAND_LINE, MEANINGS, TASKS, run
 from .remote import Faults, RetryPolicy, serve
 from .sketch import KINDS as SKETCH_KINDS
+from .zo import KINDS as ZO_KINDS
 
 __all__ = ["build_parser", "main"]
 
@@ -78,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument(flag, choices=SKETCH_KINDS, help=MEANINGS[key])
         elif key == "upkeep":
             g.add_argument(flag, choices=UPKEEPS, help=MEANINGS[key])
+        elif key == "directions":
+            g.add_argument(flag, choices=ZO_KINDS, help=MEANINGS[key])
         else:
             g.add_argument(flag, type=types.get(key, int), help=MEANINGS[key])
     g.add_argument("--layer", help="name of the Linear to replace (default: hybridlab.models.DEFAULT_BLACK_BOX)")
@@ -143,7 +150,7 @@ def _check_threads(args: argparse.Namespace) -> None:
         raise _UsageError(f"--threads must be at least 1, got {args.threads}")
 
 
-def _train_command(args: argparse.Namespace) -> dict[str, Any]:
+def _train_command(args: argparse.Namespace, ranks: parallel.Ranks) -> dict[str, Any]:
     _check_threads(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -155,7 +162,7 @@ def _train_command(args: argparse.Namespace) -> dict[str, Any]:
                download=args.download, quick=args.quick, variant=args.variant, layer=args.layer,
                with_digital=args.with_digital,
                progress=not args.no_progress, use_cuda=not args.cpu, device_options=device_options,
-               remote=args.remote, remote_retry=RetryPolicy(**retry) if retry else None,
+               remote=args.remote, remote_retry=RetryPolicy(**retry) if retry else None, ranks=ranks,
                **{k: getattr(args, k) for k in COMMAND_LINE})
 
 
@@ -191,7 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve_command(args)
         if args.command == "assignments":
             return assignments.main(args)
-        result = _train_command(args)
+        ranks = parallel.setup_from_env("gloo" if args.cpu else None)  # under torchrun; else one process
+        try:
+            result = _train_command(args, ranks)
+        finally:
+            if ranks.distributed:
+                parallel.cleanup()
+        if not ranks.is_main:  # data parallel: rank 0 alone writes
+            return 0
         text = json.dumps(result, indent=2)
         if args.out:
             Path(args.out).expanduser().write_text(text + "\n")

@@ -37,7 +37,8 @@ Restrictions (each rank's result is then still correct, but not bit-for-bit the 
 * ``BatchNorm`` normalises with the local batch's statistics unless converted to
   ``SyncBatchNorm`` (:func:`prepare` does that on GPUs; PyTorch's ``SyncBatchNorm`` has no CPU
   kernel);
-* the global batch must split evenly (:func:`shard`): DDP averages the ranks' mean losses;
+* DDP averages the ranks' mean losses: the global batch must split evenly (:func:`shard`), or each
+  rank's loss is weighted by its share of the batch (:func:`split_batch`, for a last partial batch);
 * device counters (queries, reconfigurations) are per rank: :func:`hardware_budget` sums them.
   The upkeep's probe queries are made by every rank, so the sum counts them ``world_size`` times.
 
@@ -60,6 +61,12 @@ Under ``torchrun`` (one process per rank; it sets ``RANK``, ``WORLD_SIZE``, ``LO
     budget = hardware_budget(model)              # summed over the ranks
     cleanup()
 
+``python -m hybridlab train`` does this under ``torchrun`` (:func:`hybridlab.recipes.run` with
+``ranks``), with :func:`split_batch` for batches of any size: every rank evaluates the whole
+validation and test splits itself (identical models give identical numbers, so every rank keeps
+the same best state without communication), and :func:`merge_history` turns the ranks' histories
+into the whole run's.
+
 :func:`launch_local` starts ``N`` such processes on this machine without ``torchrun`` (tests,
 notebooks).
 """
@@ -69,8 +76,9 @@ from __future__ import annotations
 import inspect
 import os
 import socket
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -79,10 +87,11 @@ from torch import Tensor, nn
 
 from . import checks
 from .layer import BlackBoxLinear
+from .train import History
 from .train import hardware_budget as local_hardware_budget
 
-__all__ = ["Ranks", "setup_from_env", "prepare", "shard", "all_gather_rows", "hardware_budget", "check_in_sync",
-           "cleanup", "launch_local"]
+__all__ = ["Ranks", "setup_from_env", "prepare", "shard", "split_batch", "all_gather_rows", "hardware_budget",
+           "merge_history", "check_in_sync", "cleanup", "launch_local"]
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,9 @@ def prepare(model: nn.Module, ranks: Ranks, *, sync_batchnorm: bool = True) -> n
     no_sync = "forward_sync_buffers"
     if no_sync not in inspect.signature(ddp).parameters:
         no_sync = "broadcast_buffers"
+    # A convolution with one input channel returns its weight's gradient with a stride that differs from
+    # DDP's bucket view only along that size-1 dimension (the same memory layout); DDP warns all the same.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return ddp(model, device_ids=device_ids, **{no_sync: False})
 
 
@@ -200,6 +212,26 @@ def shard(batch: Tensor, ranks: Ranks) -> Tensor:
                          f"use a batch size divisible by {ranks.world_size}")
     b = n // ranks.world_size
     return batch[ranks.rank * b:(ranks.rank + 1) * b]
+
+
+def split_batch(batch: Tensor, ranks: Ranks) -> tuple[Tensor, float]:
+    """This rank's rows of a global batch of any size, and the weight of their mean loss.
+
+    The rows are cut into ``N = world_size`` contiguous slices in rank order, as even as possible
+    (:func:`torch.tensor_split`: the first ``B mod N`` ranks take one row more). DDP averages the
+    ranks' gradients, so rank ``k``'s mean loss over its ``b_k`` rows is weighted by
+    ``N b_k / B``: the average of the weighted gradients, ``sum_k (b_k / B) grad(mean loss_k)``, is
+    the gradient of the whole batch's mean loss. With equal slices (:func:`shard`'s) the weight is 1.
+
+    Raises:
+        ValueError: fewer rows than ranks (a rank would get none).
+    """
+    n = batch.shape[0]
+    if n < ranks.world_size:
+        raise ValueError(f"a batch of {n} rows cannot be split over {ranks.world_size} ranks (each needs a row): "
+                         "use a larger batch or fewer processes")
+    part = torch.tensor_split(batch, ranks.world_size)[ranks.rank]
+    return part, ranks.world_size * part.shape[0] / n
 
 
 def all_gather_rows(rows: Tensor) -> Tensor:
@@ -238,6 +270,26 @@ def hardware_budget(model: nn.Module) -> dict[str, int]:
         total = total.to(next(model.parameters()).device)
     dist.all_reduce(total)
     return dict(zip(keys, (int(v) for v in total)))
+
+
+def merge_history(history: History) -> History:
+    """The history of the whole data-parallel run from every rank's own (a collective; as it is without one).
+
+    Each rank's training losses are its weighted share of the batch (:func:`split_batch`), so their
+    average over the ranks is the whole batch's loss; the device counters are summed over the ranks
+    (like :func:`hardware_budget`). The evaluations (metric, validation loss) are the same on every
+    rank and kept as they are.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return history
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    n, world = len(history.train_loss), dist.get_world_size()
+    packed = torch.tensor([*history.train_loss, *history.queries, *history.reconfigurations],
+                          dtype=torch.float64, device=device)
+    dist.all_reduce(packed)
+    total = packed.tolist()
+    return replace(history, train_loss=[v / world for v in total[:n]], queries=[round(v) for v in total[n:2 * n]],
+                   reconfigurations=[round(v) for v in total[2 * n:]])
 
 
 def check_in_sync(model: nn.Module) -> None:

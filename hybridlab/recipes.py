@@ -37,6 +37,14 @@ Result dictionary (``<metric>`` is ``accuracy`` or ``bits_per_char``)::
     torch_device, hybridlab_version, torch_version   str
     torch_threads                  int    CPU threads of PyTorch during the run; the floating-point
                                           sums, so the last digits, depend on it
+    world_size                     int    processes of a data-parallel run (1: one process); with more,
+                                          queries, reconfigurations and the history's counters are
+                                          summed over the ranks' devices
+
+Data parallelism: with ``ranks`` from :func:`hybridlab.parallel.setup_from_env` (``torchrun
+--nproc-per-node N -m hybridlab train ...``), every rank builds the same model, wraps it in
+``DistributedDataParallel`` (:func:`hybridlab.parallel.prepare`) and trains on its rows of every
+batch; the result is the one-process run's up to float rounding (:mod:`hybridlab.parallel`).
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import __version__, checks
+from . import __version__, checks, parallel
 from .data import Dataset, TextCorpus, load_task
 from .data.bundle import validation_split
 from .devices import DEVICES
@@ -69,8 +77,8 @@ from .train import (
     windows,
 )
 
-__all__ = ["ALL_METHODS", "COMMAND_LINE", "DEFAULTS", "MEANINGS", "METRIC", "QUICK", "TASKS", "load_data", "run",
-           "settings"]
+__all__ = ["ALL_METHODS", "COMMAND_LINE", "COMMON_DEFAULTS", "DEFAULTS", "MEANINGS", "METRIC", "QUICK", "TASKS",
+           "load_data", "run", "settings"]
 
 TASKS: tuple[str, ...] = ("vision", "audio", "text")
 ALL_METHODS: tuple[str, ...] = ("digital", *METHODS)
@@ -96,6 +104,8 @@ MEANINGS: dict[str, str] = {
     "mu": "zero-order finite-difference step",
     "sketch": "sketch size s of the implicit surrogate update",
     "sketch_kind": "distribution of the sketch rows",
+    "directions": "distribution of the ZO directions: gaussian, rademacher, packed (signs) or lowrank",
+    "direction_rank": "rank k of lowrank ZO directions (k (d1 + d2) random numbers per direction)",
     "compressed": "compressed-batch ZO estimate (d_out queries per sample)",
     "gain": "initial device gain relative to the calibrated one",
     "upkeep": "how the surrogate follows the device: ksl, cached, rebuild, none or forward",
@@ -110,7 +120,7 @@ MEANINGS: dict[str, str] = {
 COMMAND_LINE: tuple[str, ...] = ("epochs", "steps", "batch_size", "lr", "lr_device", "device_step", "anneal",
                                  "val_fraction", "width", "rank",
                                  "samples", "mu", "sketch", "sketch_kind", "compressed", "upkeep", "rebuild_every",
-                                 "gain")
+                                 "gain", "directions", "direction_rank")
 
 #: Per-task training defaults (the book's task chapters use these), one recipe for every device
 #: kind and for the easy and the hard data. Each value was chosen on VALIDATION data (the part carved
@@ -155,6 +165,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: Defaults every task shares; an entry of :data:`DEFAULTS` ``[task]`` overrides them.
+COMMON_DEFAULTS: dict[str, Any] = {"directions": "gaussian", "direction_rank": 1}
+
 #: Overrides of ``quick`` (tiny runs for tests): one epoch on a small subset, or a few small steps.
 QUICK: dict[str, dict[str, Any]] = {
     "vision": {"epochs": 1, "n_train": 256, "n_test": 128},
@@ -162,14 +175,16 @@ QUICK: dict[str, dict[str, Any]] = {
     "text": {"steps": 8, "batch_size": 16, "samples": 10, "n_val": 2048},
 }
 
-_LAYER_SETTINGS = ("rank", "samples", "mu", "sketch", "sketch_kind", "compressed", "upkeep", "rebuild_every")
+_LAYER_SETTINGS = ("rank", "samples", "mu", "sketch", "sketch_kind", "compressed", "upkeep", "rebuild_every",
+                   "directions", "direction_rank")
 _DATA_CACHE_SIZE = 8
 
 
 # ---------------------------------------------------------------------------------------- settings
 def settings(task: str, device: str = "ideal", method: str = "surrogate", *, quick: bool = False,
              **overrides: Any) -> dict[str, Any]:
-    """The resolved training settings of a run: :data:`DEFAULTS` ``[task]``, ``quick``, overrides.
+    """The resolved training settings of a run: :data:`DEFAULTS` ``[task]`` (over :data:`COMMON_DEFAULTS`),
+    ``quick``, overrides.
 
     ``overrides`` set to ``None`` are ignored (the command line passes every option). The model
     sizes of :data:`~hybridlab.models.MODEL_DEFAULTS` (``width``, ...) are settings too.
@@ -180,7 +195,7 @@ def settings(task: str, device: str = "ideal", method: str = "surrogate", *, qui
     checks.choice(task, "task", TASKS)
     checks.choice(device, "device", tuple(DEVICES))
     checks.choice(method, "method", ALL_METHODS)
-    cfg = {**MODEL_DEFAULTS[task], **DEFAULTS[task]}
+    cfg = {**MODEL_DEFAULTS[task], **COMMON_DEFAULTS, **DEFAULTS[task]}
     if isinstance(cfg["lr_device"], dict):
         cfg["lr_device"] = cfg["lr_device"][device]
     if quick:
@@ -252,7 +267,7 @@ def _device_rates(model: nn.Module, x: Tensor, cfg: dict[str, Any]) -> float | d
 
 
 def _fit_classifier(model: nn.Module, data: Dataset, cfg: dict[str, Any], seed: int, data_seed: int,
-                    progress: bool, desc: str) -> tuple[History, float, float]:
+                    progress: bool, desc: str, ranks: parallel.Ranks) -> tuple[History, float, float]:
     """Train on the training split minus a validation part, keep the best epoch, read the test split once."""
     # `fit` holds the remaining training examples and, as its test split, the held-out validation ones;
     # `held` keeps the real test split, read once after training
@@ -262,15 +277,16 @@ def _fit_classifier(model: nn.Module, data: Dataset, cfg: dict[str, Any], seed: 
     rates = _device_rates(model, X[: cfg["batch_size"]].to(dev), cfg)
     hist = train_classifier(model, X, y, X_val, y_val, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                             lr=cfg["lr"], lr_device=rates, anneal=cfg["anneal"], gain_scale=cfg["gain"],
-                            select_best=True, seed=seed, progress=progress, desc=desc)
+                            select_best=True, seed=seed, progress=progress, desc=desc,
+                            split=functools.partial(parallel.split_batch, ranks=ranks) if ranks.distributed else None)
     return hist, hist.best, accuracy(model, held.X_test, held.y_test)
 
 
 def _fit_language_model(model: nn.Module, corpus: TextCorpus, cfg: dict[str, Any], seed: int, data_seed: int,
-                        progress: bool, desc: str) -> tuple[History, float, float]:
+                        progress: bool, desc: str, ranks: parallel.Ranks) -> tuple[History, float, float]:
     """Train on the training text minus its last ``val_fraction`` (which chooses the best step); score the
     held-out split once at the end."""
-    block = model.block_size
+    block = cfg["block_size"]  # the model's context length (the model may be DDP-wrapped)
     cut = round(len(corpus.train) * (1 - cfg["val_fraction"]))
     fit = dataclasses.replace(corpus, train=corpus.train[:cut], val=corpus.train[cut:])
     for split, ids in (("training", fit.train), ("validation", fit.val), ("held-out", corpus.val)):
@@ -284,7 +300,7 @@ def _fit_language_model(model: nn.Module, corpus: TextCorpus, cfg: dict[str, Any
     dev = next(model.parameters()).device
     rates = _device_rates(model, calibration.to(dev), cfg)
     hist = train_language_model(
-        model, lambda: fit.batch("train", block, batch_size, g_train),
+        model, lambda: _own_rows(fit.batch("train", block, batch_size, g_train), ranks),
         lambda: fit.batch("val", block, batch_size, g_val), steps=cfg["steps"], lr=cfg["lr"],
         lr_device=rates, anneal=cfg["anneal"], gain_scale=cfg["gain"], calibration=calibration,
         select_best=True, eval_every=math.ceil(cfg["steps"] / 5), eval_batches=4, progress=progress, desc=desc)
@@ -292,23 +308,33 @@ def _fit_language_model(model: nn.Module, corpus: TextCorpus, cfg: dict[str, Any
     return hist, hist.best, bits_per_char(model, zip(x.split(256), y.split(256)))
 
 
+def _own_rows(batch: tuple[Tensor, Tensor], ranks: parallel.Ranks) -> tuple[Tensor, Tensor]:
+    """This process's sequences of an ``(x, y)`` batch (all of them in one process)."""
+    x, y = batch
+    return parallel.shard(x, ranks), parallel.shard(y, ranks)
+
+
 def _train_one(task: str, data: Dataset | TextCorpus, device: str, method: str, layer: str, cfg: dict[str, Any],
                seed: int, data_seed: int, torch_device: torch.device, progress: bool,
                device_options: dict[str, Any], remote: str | None = None,
-               remote_retry: RetryPolicy | None = None) -> dict[str, Any]:
+               remote_retry: RetryPolicy | None = None, *, ranks: parallel.Ranks) -> dict[str, Any]:
     t0 = time.perf_counter()
     model, black_box = _hybrid_model(task, data, device, method, layer, cfg, seed, device_options, remote, remote_retry)
     model.to(torch_device)
+    model = parallel.prepare(model, ranks)  # data parallel: DDP, rank 0's state everywhere (else unchanged)
     desc = f"{task} {method}" + ("" if method == "digital" else f" {device}")
     served = black_box.physical if black_box is not None and isinstance(black_box.physical, RemoteDevice) else None
     fit = _fit_language_model if task == "text" else _fit_classifier
     try:
-        hist, val_metric, metric = fit(model, data, cfg, seed, data_seed, progress, desc)
+        hist, val_metric, metric = fit(model, data, cfg, seed, data_seed, progress, desc, ranks)
     finally:
         if served is not None:
             served.close()  # the server then serves its next client
+    if ranks.distributed:  # the whole run's losses and device counters
+        hist = parallel.merge_history(hist)
+    budget = parallel.hardware_budget(model) if ranks.distributed else hardware_budget(model)
     out = {"metric": metric, "val_metric": val_metric, "history": hist.as_dict(),
-           "seconds": time.perf_counter() - t0, **hardware_budget(model)}
+           "seconds": time.perf_counter() - t0, **budget}
     return out if served is None else {**out, "device_options": served.options}
 
 
@@ -317,7 +343,8 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
         quick: bool = False, variant: str = "easy", layer: str | None = None, with_digital: bool = False,
         progress: bool = False,
         use_cuda: bool = True, device_options: dict[str, Any] | None = None, remote: str | None = None,
-        remote_retry: RetryPolicy | None = None, **overrides: Any) -> dict[str, Any]:
+        remote_retry: RetryPolicy | None = None, ranks: parallel.Ranks | None = None,
+        **overrides: Any) -> dict[str, Any]:
     """Train one network and return the result dictionary (the schema of this module's docstring).
 
     Args:
@@ -345,6 +372,10 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
             the result's ``device_options`` are the server's).
         remote_retry: how long and how often to wait for the server (default
             :class:`hybridlab.remote.RetryPolicy`).
+        ranks: this process's place in a data-parallel run (:func:`hybridlab.parallel.setup_from_env`;
+            every rank calls :func:`run` with the same arguments); ``None``: one process. Rank ``k``
+            trains on its rows of every batch (text: the batch size must split evenly) on
+            ``ranks.torch_device`` (``use_cuda=False``: the CPU); every rank returns the same result.
         overrides: settings of :data:`DEFAULTS` (``epochs``, ``lr``, ``rank``, ...) and model ``width``.
     """
     args = {"task": task, "device": device, "method": method, "seed": seed, "data_seed": data_seed,
@@ -358,22 +389,30 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
         args.update(remote=remote, remote_retry=None if remote_retry is None else dataclasses.asdict(remote_retry))
     cfg = settings(task, device, method, quick=quick, **overrides)
     layer = layer or DEFAULT_BLACK_BOX[task]
+    ranks = ranks or parallel.Ranks()
+    if ranks.distributed and remote is not None:
+        raise ValueError(f"the server at {remote} answers one training process: train with it in one process "
+                         "(without torchrun), or give every rank a device of its own")
     t0 = time.perf_counter()
     if data is None:
         data = load_data(task, data_dir=data_dir, download=download, quick=quick, data_seed=data_seed, variant=variant)
     data_seconds = time.perf_counter() - t0
     torch_device = torch.device("cuda" if use_cuda and torch.cuda.is_available() else "cpu")
+    if ranks.distributed:  # each rank on its own GPU (or all on the CPU)
+        torch_device = ranks.torch_device if use_cuda else torch_device
+        ranks = dataclasses.replace(ranks, torch_device=torch_device)
+    progress = progress and ranks.is_main
     options = dict(device_options or {})
     metric = METRIC[task]
 
     out = _train_one(task, data, device, method, layer, cfg, seed, data_seed, torch_device, progress, options,
-                     remote, remote_retry)
+                     remote, remote_retry, ranks=ranks)
     options = out.get("device_options", options)
     result: dict[str, Any] = {"task": task, "device": device, "method": method, "layer": layer, "metric": metric,
                               metric: out["metric"], f"val_{metric}": out["val_metric"]}
     if with_digital:
         base = out if method == "digital" else _train_one(task, data, device, "digital", layer, cfg, seed, data_seed,
-                                                          torch_device, progress, options)
+                                                          torch_device, progress, options, ranks=ranks)
         result[f"digital_{metric}"] = base["metric"]
         result["digital_seconds"] = base["seconds"]
     summary = data.summary()
@@ -389,7 +428,7 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
         "history": out["history"],
         "settings": cfg, "device_options": options, "args": args,
         "seed": seed, "data_seed": data_seed,
-        "torch_device": str(torch_device), "torch_threads": torch.get_num_threads(),
+        "torch_device": str(torch_device), "torch_threads": torch.get_num_threads(), "world_size": ranks.world_size,
         "hybridlab_version": __version__, "torch_version": torch.__version__,
     })
     return result

@@ -196,7 +196,8 @@ def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_val: 
                      epochs: int = 10, batch_size: int = 64, lr: float = 3e-3,
                      lr_device: float | Mapping[BlackBoxLinear, float] | None = None, weight_decay: float = 0.0,
                      anneal: float = 0.0, gain_scale: float = 1.0, select_best: bool = False, seed: int = 0,
-                     evals_per_epoch: int = 1, progress: bool = True, desc: str = "train") -> History:
+                     evals_per_epoch: int = 1, progress: bool = True, desc: str = "train",
+                     split: Callable[[Tensor], tuple[Tensor, float]] | None = None) -> History:
     """Train a classifier with cross-entropy; measure accuracy on ``(X_val, y_val)`` ``evals_per_epoch`` times an epoch.
 
     The last ``anneal`` fraction of the epochs (:func:`anneal_split`) runs at a tenth of both
@@ -204,6 +205,10 @@ def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_val: 
     ``batch_size`` training examples before the first step. With ``select_best`` the state with
     the lowest cross-entropy on ``(X_val, y_val)`` is restored at the end (``History.best_step``): pass a
     validation split there, never the test split, and evaluate the test split once afterwards.
+
+    Data-parallel training (:mod:`hybridlab.parallel`): every process runs this loop with the same
+    seed on its DDP-wrapped model, and ``split`` maps each batch's row indices to this process's rows
+    and the weight of their mean loss (:func:`hybridlab.parallel.split_batch`).
     """
     dev = next(model.parameters()).device
     calibrate_gain(model, X_train[:batch_size].to(dev), gain_scale)
@@ -225,9 +230,10 @@ def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_val: 
         running = []
         for b in range(steps_per_epoch):
             idx = order[b * batch_size:(b + 1) * batch_size]
+            idx, weight = (idx, 1.0) if split is None else split(idx)  # data parallel: this process's rows
             xb, yb = X_train[idx].to(dev), y_train[idx].to(dev)
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(xb), yb)
+            loss = weight * F.cross_entropy(model(xb), yb)
             loss.backward()
             opt.step()
             step += 1

@@ -42,3 +42,38 @@ def test_step_time_prints_one_row_per_workload_and_device():
         assert abs(device + random + upkeep + rest - total) <= 0.0025
         # ratio rounded to 0.005; total, device and digital each to 0.0005 ms
         assert abs(ratio - (total - device) / digital) <= 0.005 + (0.001 + 0.0005 * ratio) / digital
+
+
+def _directions_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("directions_accuracy", ROOT / "benchmarks" / "directions_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_directions_table_gives_mean_std_paired_difference_and_verdict():
+    table = _directions_module().table
+    rows = [{"task": "vision", "device": None, "directions": None, "seed": s, "accuracy": a}
+            for s, a in enumerate((0.9, 0.92))]
+    rows += [{"task": "vision", "device": "slm", "directions": k, "seed": s, "accuracy": a}
+             for k, accs in (("gaussian", (0.90, 0.94)), ("lowrank", (0.91, 0.95)), ("packed", (0.80, 0.82)))
+             for s, a in enumerate(accs)]
+    lines = table(rows).splitlines()
+    assert lines[0].startswith("| task | device | directions | accuracy % (mean +- std) |")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert cells[0][:5] == ["vision", "digital", "-", "91.00 +- 1.41", "90.00, 92.00"]
+    assert cells[1][3:] == ["92.00 +- 2.83", "90.00, 94.00", "", ""]
+    assert cells[2][3:] == ["93.00 +- 2.83", "91.00, 95.00", "+1.00 +- 0.00", "yes"]
+    assert cells[3][3:] == ["81.00 +- 1.41", "80.00, 82.00", "-11.00 +- 1.41", "no"]
+
+
+def test_directions_benchmark_runs_quick():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "directions_accuracy.py"), "--quick", "--tasks", "vision",
+           "--devices", "slm", "--directions", "gaussian,packed"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = [line for line in out.splitlines() if line.startswith("| vision")]
+    assert [line.split("|")[2:4] for line in lines] == [[" digital ", " - "], [" slm ", " gaussian "],
+                                                        [" slm ", " packed "]]
+    assert lines[2].rstrip().endswith(("| yes |", "| no |"))

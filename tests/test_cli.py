@@ -94,6 +94,26 @@ def test_options_reach_the_run():
     assert text["steps"] == 50 and "epochs" not in text
 
 
+def test_zo_direction_options_reach_the_layer(tmp_path):
+    out = tmp_path / "r.json"
+    assert main(cli("--task", "vision", "--device", "slm", "--directions", "lowrank", "--direction-rank", "2",
+                    "--out", str(out))) == 0
+    r = json.loads(out.read_text())
+    assert (r["settings"]["directions"], r["settings"]["direction_rank"]) == ("lowrank", 2)
+    assert (r["args"]["directions"], r["args"]["direction_rank"]) == ("lowrank", 2)
+    # the default draws other directions from the same seed: the device trains differently
+    default = run("vision", "slm", "surrogate", quick=True)
+    assert default["settings"]["directions"] == "gaussian"
+    assert default["history"]["train_loss"] != r["history"]["train_loss"]
+
+
+def test_a_served_device_is_refused_in_a_data_parallel_run():
+    from hybridlab.parallel import Ranks
+
+    with pytest.raises(ValueError, match="one training process"):
+        run("vision", "slm", quick=True, remote="localhost:1", ranks=Ranks(rank=0, world_size=2))
+
+
 def write_fsdd(folder: Path, speakers=("alice", "bob"), indices=(0, 1, 5, 6, 7)) -> None:
     """FSDD-style wav files: a tone whose pitch depends on the digit, plus noise (8 kHz, int16)."""
     folder.mkdir()
@@ -152,6 +172,8 @@ def one_line_error(capsys, *args: str, match: str) -> None:
     (("--task", "vision", "--samples", "0"), "samples"),
     (("--task", "vision", "--anneal", "1.5"), "anneal"),
     (("--task", "vision", "--threads", "0"), "--threads"),
+    (("--task", "vision", "--directions", "sobol"), "invalid choice"),
+    (("--task", "vision", "--direction-rank", "0"), "direction_rank"),
 ])
 def test_bad_values_exit_2_with_one_line(capsys, args, match):
     one_line_error(capsys, *cli(*args), match=match)

@@ -16,7 +16,7 @@ from torch import nn
 
 from hybridlab import parallel
 from hybridlab.layer import BlackBoxLinear, replace_linear
-from hybridlab.train import make_optimizer
+from hybridlab.train import History, make_optimizer
 
 D_IN, HIDDEN, CLASSES, BATCH, STEPS = 6, 8, 3, 12, 20
 # one configuration per upkeep family: probes only (ksl, cached) and the batch's own pairs (forward);
@@ -65,6 +65,9 @@ def _worker(ranks: parallel.Ranks, path: str) -> None:
     results["budget"] = parallel.hardware_budget(model)
     results["local_queries"] = model.module[2].physical.queries
     results["gathered"] = parallel.all_gather_rows(torch.full((ranks.rank + 1, 2), float(ranks.rank)))
+    k = ranks.rank + 1
+    results["merged"] = parallel.merge_history(History(steps=[4], train_loss=[float(k)], metric=[0.5], val_loss=[0.25],
+                                                       queries=[10 * k], reconfigurations=[k]))
     # a layer that drifted apart on one rank is caught
     if ranks.rank == 1:
         with torch.no_grad():
@@ -98,6 +101,10 @@ def test_two_gloo_ranks_train_like_one_process_on_the_whole_batch(tmp_path):
     expected = torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])  # rank 0's one row, then rank 1's two
     assert all(torch.equal(r["gathered"], expected) for r in ranks)
     assert all(r["caught"] for r in ranks)
+    # the merged history: losses averaged, counters summed, evaluations kept
+    for r in ranks:
+        h = r["merged"]
+        assert (h.train_loss, h.queries, h.reconfigurations, h.metric, h.val_loss) == ([1.5], [30], [3], [0.5], [0.25])
 
 
 def test_single_process_helpers(monkeypatch):
@@ -113,11 +120,28 @@ def test_single_process_helpers(monkeypatch):
     with pytest.raises(ValueError, match="divisible by 4"):
         parallel.shard(x, parallel.Ranks(rank=0, world_size=4))
     assert torch.equal(parallel.all_gather_rows(x), x)
+    history = History(train_loss=[1.0], queries=[3])
+    assert parallel.merge_history(history) is history
     parallel.check_in_sync(model)  # nothing to compare with
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(ValueError, match="torchrun"):
         parallel.setup_from_env()
+
+
+def test_split_batch_cuts_any_batch_in_rank_order_and_weights_the_mean_losses():
+    x = torch.arange(10.0)
+    for world in (1, 2, 3, 4):
+        parts = [parallel.split_batch(x, parallel.Ranks(rank=r, world_size=world)) for r in range(world)]
+        assert torch.equal(torch.cat([p for p, _ in parts]), x)
+        assert max(len(p) for p, _ in parts) - min(len(p) for p, _ in parts) <= 1
+        # the average of the weighted mean losses is the whole batch's mean
+        losses = [weight * p.pow(2).mean() for p, weight in parts]
+        assert (sum(losses) / world).item() == pytest.approx(x.pow(2).mean().item(), rel=1e-12)
+    even = parallel.split_batch(x, parallel.Ranks(rank=1, world_size=2))
+    assert torch.equal(even[0], parallel.shard(x, parallel.Ranks(rank=1, world_size=2))) and even[1] == 1.0
+    with pytest.raises(ValueError, match="cannot be split over 12 ranks"):
+        parallel.split_batch(x, parallel.Ranks(rank=0, world_size=12))
 
 
 def test_whole_batch_calibration_is_used_when_a_gather_is_set():
