@@ -70,7 +70,8 @@ def test_json_to_stdout_with_digital_baseline(capsys):
     check_schema(r, "vision", "mrr", "surrogate")
     assert 0.0 <= r["digital_accuracy"] <= 1.0 and r["digital_seconds"] > 0
     assert r["seed"] == 3 and r["args"]["with_digital"] is True
-    assert r["settings"]["lr_device"] == DEFAULTS["vision"]["lr_device"]["mrr"]
+    assert r["settings"]["lr_device"] is None  # set from device_step and the measured sensitivity
+    assert r["settings"]["device_step"] == DEFAULTS["vision"]["device_step"]
 
 
 def test_runs_are_reproducible():
