@@ -37,6 +37,8 @@ Result dictionary (``<metric>`` is ``accuracy`` or ``bits_per_char``)::
     torch_device, hybridlab_version, torch_version   str
     torch_threads                  int    CPU threads of PyTorch during the run; the floating-point
                                           sums, so the last digits, depend on it
+    remote_problems                dict   failed tries the client's retries absorbed, by reason (a
+                                          served device only)
 """
 
 from __future__ import annotations
@@ -387,7 +389,9 @@ def _train_one(task: str, data: Dataset | TextCorpus, device: str, method: str, 
             served.close()  # the server then serves its next client
     out = {"metric": metric, "val_metric": val_metric, "history": hist.as_dict(),
            "seconds": time.perf_counter() - t0, **hardware_budget(model)}
-    return out if served is None else {**out, "device_options": served.options}
+    if served is not None:  # the server's physics, and what the retries absorbed
+        out.update(device_options=served.options, remote_problems=dict(served.problems))
+    return out
 
 
 def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: int = 0, data_seed: int = 0,
@@ -447,7 +451,10 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
     layer = layer or DEFAULT_BLACK_BOX[task]
     saver = None
     if checkpoint is not None:  # checked before the data are loaded: a bad path fails at once
-        identity = {k: v for k, v in args.items() if k not in ("with_digital", "remote", "remote_retry")}
+        # what the run is, whichever way it was asked for (an option left at None is the default)
+        identity = {k: v for k, v in args.items()
+                    if v is not None and k not in ("with_digital", "remote", "remote_retry", "layer")}
+        identity["device_options"] = dict(device_options or {})
         saver = Checkpoint(checkpoint, every=checkpoint_every or (100 if task == "text" else 1), resume=resume,
                            run={"args": identity, "settings": cfg, "layer": layer})
     elif resume or checkpoint_every is not None:
@@ -463,6 +470,7 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
     out = _train_one(task, data, device, method, layer, cfg, seed, data_seed, torch_device, progress, options,
                      remote, remote_retry, saver, mu_given=overrides.get("mu") is not None)
     options = out.get("device_options", options)
+    result_extra = {"remote_problems": out["remote_problems"]} if "remote_problems" in out else {}
     result: dict[str, Any] = {"task": task, "device": device, "method": method, "layer": layer, "metric": metric,
                               metric: out["metric"], f"val_{metric}": out["val_metric"]}
     if with_digital:
@@ -484,6 +492,6 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
         "settings": cfg, "device_options": options, "args": args,
         "seed": seed, "data_seed": data_seed,
         "torch_device": str(torch_device), "torch_threads": torch.get_num_threads(),
-        "hybridlab_version": __version__, "torch_version": torch.__version__,
+        "hybridlab_version": __version__, "torch_version": torch.__version__, **result_extra,
     })
     return result
