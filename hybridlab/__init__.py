@@ -12,6 +12,7 @@ The package computes; the book's chapters import it, show it and plot it. Where 
 * projector-splitting integrator, tracking ratio ..... :mod:`hybridlab.surrogate`
 * zero-order estimates of dL/dw (and dL/dx) .......... :mod:`hybridlab.zo`
 * the black-box layer and its methods ................ :mod:`hybridlab.layer`
+* atomic files, output checks, training checkpoints .. :mod:`hybridlab.checkpoint`
 * training loops, the recipe's schedule, budgets ..... :mod:`hybridlab.train`
 * data-parallel training (torchrun, DDP) ............. :mod:`hybridlab.parallel`
 * data (offline first) and small models .............. :mod:`hybridlab.data`, :mod:`hybridlab.models`

@@ -15,6 +15,13 @@ batch under ``DistributedDataParallel`` (:mod:`hybridlab.parallel`) and rank 0 a
 result, the one-process run's up to float rounding.
 Errors in values or data (an unknown layer, a rank too large, a folder without the dataset, an
 unreadable file) print one line on stderr and exit with code 2.
+
+Nothing a run produced is lost to a late error: ``--out`` and ``--checkpoint`` are checked before
+anything is loaded or trained, the result is written atomically (whole or not at all; if it still
+cannot be written, it goes to stdout), ``--checkpoint FILE`` saves the whole training state while
+training, and the same command with ``--resume`` continues an interrupted run with the same
+numbers. Settings that make training meaningless (read-out noise above the signal, ...) are
+reported on stderr as ``hybridlab: warning: ...`` before the first step.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,10 +37,11 @@ from typing import Any
 import torch
 
 from . import __version__, assignments, parallel
+from .checkpoint import atomic_write, check_output_path
 from .data import DataUnavailable
 from .devices import DEVICES
 from .layer import UPKEEPS
-from .recipes import ALL_METHODS, COMMAND_LINE, MEANINGS, TASKS, run
+from .recipes import ALL_METHODS, COMMAND_LINE, MEANINGS, TASKS, SettingWarning, run
 from .remote import Faults, RetryPolicy, serve
 from .sketch import KINDS as SKETCH_KINDS
 from .zo import KINDS as ZO_KINDS
@@ -93,7 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bits", type=int, help="device phase quantisation bits")
     g = p.add_argument_group("output")
     g.add_argument("--with-digital", action="store_true", help="also train the digital baseline (digital_<metric>)")
-    g.add_argument("--out", help="write the JSON here (default: stdout)")
+    g.add_argument("--out", help="write the JSON here, atomically (default: stdout); checked before training")
+    g.add_argument("--checkpoint", metavar="FILE",
+                   help="save the whole training state here (atomically) after every epoch (vision, audio) or every "
+                        "--checkpoint-every steps (text) and at the end; an existing FILE needs --resume")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint FILE if it exists (else start); ends with the same numbers as an "
+                        "uninterrupted run")
+    g.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="epochs (vision, audio; default 1) or steps (text; default 100) between checkpoints")
     g.add_argument("--cpu", action="store_true", help="stay on the CPU even when CUDA is available")
     g.add_argument("--threads", type=int,
                    help="PyTorch CPU threads (default: PyTorch's); runs repeat exactly only with the same count")
@@ -158,12 +175,33 @@ def _train_command(args: argparse.Namespace, ranks: parallel.Ranks) -> dict[str,
     retry = {k: getattr(args, k) for k in ("timeout", "attempts") if getattr(args, k) is not None}
     if retry and args.remote is None:
         raise _UsageError("--timeout and --attempts apply to a served device: add --remote HOST:PORT")
-    return run(args.task, args.device, args.method, seed=args.seed, data_seed=args.data_seed, data_dir=args.data_dir,
-               download=args.download, quick=args.quick, variant=args.variant, layer=args.layer,
-               with_digital=args.with_digital,
-               progress=not args.no_progress, use_cuda=not args.cpu, device_options=device_options,
-               remote=args.remote, remote_retry=RetryPolicy(**retry) if retry else None, ranks=ranks,
-               **{k: getattr(args, k) for k in COMMAND_LINE})
+    if (args.resume or args.checkpoint_every is not None) and args.checkpoint is None:
+        raise _UsageError("--resume and --checkpoint-every need --checkpoint FILE")
+    if args.out:
+        check_output_path(args.out, "--out")  # before training: a bad path fails now, not after an hour
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SettingWarning)
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        return run(args.task, args.device, args.method, seed=args.seed, data_seed=args.data_seed,
+                   data_dir=args.data_dir, download=args.download, quick=args.quick, variant=args.variant,
+                   layer=args.layer, with_digital=args.with_digital,
+                   progress=not args.no_progress, use_cuda=not args.cpu, device_options=device_options,
+                   remote=args.remote, remote_retry=RetryPolicy(**retry) if retry else None, ranks=ranks,
+                   checkpoint=args.checkpoint, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                   **{k: getattr(args, k) for k in COMMAND_LINE})
+
+
+def _one_line_warnings(show):
+    """``warnings.showwarning`` that prints a :class:`~hybridlab.recipes.SettingWarning` as one line on
+    stderr and hands other warnings to ``show``."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, SettingWarning):
+            print(f"hybridlab: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return show_warning
 
 
 def _serve_command(args: argparse.Namespace) -> int:
@@ -206,11 +244,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parallel.cleanup()
         if not ranks.is_main:  # data parallel: rank 0 alone writes
             return 0
-        text = json.dumps(result, indent=2)
+        text = json.dumps(result, indent=2) + "\n"
         if args.out:
-            Path(args.out).expanduser().write_text(text + "\n")
+            try:
+                atomic_write(Path(args.out).expanduser(), text)
+            except OSError as err:  # the result is not lost: it goes to stdout instead
+                sys.stdout.write(text)
+                print(f"hybridlab: error: cannot write --out {args.out} ({err}); the result is on stdout above",
+                      file=sys.stderr)
+                return 2
         else:
-            print(text)
+            sys.stdout.write(text)
     except _UsageError as err:
         print(f"hybridlab: error: {err}", file=sys.stderr)
         return 2

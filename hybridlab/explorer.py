@@ -12,7 +12,8 @@ answers hover). A run is shown exactly when both agree, whatever the order in wh
 moved, with no code running in the page.
 
 :func:`live_point` draws one freshly trained point for :func:`hybridlab.plots.interactive_figure`
-(JupyterLab only).
+(JupyterLab only). :func:`pareto_figure` draws every method's runs of chapter 10 on the same
+plane, one panel per task and device.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .hardware import pareto_front
+from .plots import METRIC_LABEL, PALETTE
 
-__all__ = ["UPKEEP_COLORS", "budget_explorer_figure", "live_point"]
+__all__ = ["UPKEEP_COLORS", "budget_explorer_figure", "live_point", "pareto_figure"]
 
 #: colour of each surrogate upkeep in the explorer's figures
 UPKEEP_COLORS: dict[str, str] = {"ksl": "#636EFA", "forward": "#00CC96", "none": "#EF553B", "cached": "#AB63FA",
@@ -149,3 +151,58 @@ def live_point(train: Callable[..., dict[str, Any]], points: Sequence[dict[str, 
         right.legend(fontsize=10)
 
     return draw
+
+
+def pareto_figure(rows, *, title: str | None = None, height: int | None = None, cols: int = 2):
+    """Test metric against hardware time, one panel per (task, device), with the Pareto front.
+
+    Args:
+        rows: rows of :func:`hybridlab.experiments.hardware_rows` (one per run; several seeds of a
+            label are drawn as separate points).
+        title: figure title.
+        height: figure height in pixels (default: 330 per row of panels).
+        cols: panels per row.
+
+    Every method has one colour across panels (hover: label, hardware time, metric, counters); the
+    front (the runs no other run beats at lower or equal cost) is a grey step line. The x axis is
+    logarithmic: the methods differ by orders of magnitude in hardware time.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not rows:
+        raise ValueError("no runs to draw")
+    panels = list(dict.fromkeys((r["task"], r["device"]) for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    color = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}
+    n_rows = -(-len(panels) // cols)
+    fig = make_subplots(rows=n_rows, cols=min(cols, len(panels)), subplot_titles=[f"{t} · {d}" for t, d in panels],
+                        horizontal_spacing=0.1, vertical_spacing=0.16)
+    for p, (task, device) in enumerate(panels):
+        row, col = p // cols + 1, p % cols + 1
+        mine = [r for r in rows if (r["task"], r["device"]) == (task, device)]
+        metric = mine[0]["metric_name"]
+        unit = "%" if metric == "accuracy" else "bits/char"
+        front = sorted((r for r in mine if r["on_front"]), key=lambda r: r["hardware_s"])
+        fig.add_trace(go.Scatter(x=[r["hardware_s"] for r in front], y=[r["metric"] for r in front],
+                                 mode="lines", line=dict(color="lightgrey", width=6, shape="hv"), name="Pareto front",
+                                 legendgroup="front", showlegend=p == 0, hoverinfo="skip"), row=row, col=col)
+        for label in labels:
+            runs = [r for r in mine if r["label"] == label]
+            if not runs:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[r["hardware_s"] for r in runs], y=[r["metric"] for r in runs], mode="markers", name=label,
+                legendgroup=label, showlegend=p == 0 or label not in {x["label"] for x in rows
+                                                                      if (x["task"], x["device"]) in panels[:p]},
+                marker=dict(color=color[label], size=10, symbol=["star" if r["on_front"] else "circle" for r in runs],
+                            line=dict(color="black", width=0.5)),
+                customdata=[[r["seed"], r["queries"], r["reconfigurations"]] for r in runs],
+                hovertemplate=(f"{label}<br>%{{x:.3g}} s of device time<br>%{{y:.2f}} {unit}"
+                               "<br>seed %{customdata[0]}: %{customdata[1]:,} queries, "
+                               "%{customdata[2]:,} reconfigurations<extra></extra>")), row=row, col=col)
+        fig.update_xaxes(type="log", title_text="hardware time (s)", exponentformat="power", row=row, col=col)
+        fig.update_yaxes(title_text=METRIC_LABEL.get(metric, metric) if col == 1 else None, row=row, col=col)
+    fig.update_layout(height=height or 330 * n_rows + 80, title=dict(text=title, x=0.01, xanchor="left") if title
+                      else None, margin=dict(l=60, r=20, t=80 if title else 50, b=40), legend=dict(title="method"))
+    return fig

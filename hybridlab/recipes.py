@@ -40,6 +40,8 @@ Result dictionary (``<metric>`` is ``accuracy`` or ``bits_per_char``)::
     world_size                     int    processes of a data-parallel run (1: one process); with more,
                                           queries, reconfigurations and the history's counters are
                                           summed over the ranks' devices
+    remote_problems                dict   failed tries the client's retries absorbed, by reason (a
+                                          served device only)
 
 Data parallelism: with ``ranks`` from :func:`hybridlab.parallel.setup_from_env` (``torchrun
 --nproc-per-node N -m hybridlab train ...``), every rank builds the same model, wraps it in
@@ -53,6 +55,8 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__, checks, parallel
+from .checkpoint import Checkpoint
 from .data import Dataset, TextCorpus, load_task
 from .data.bundle import validation_split
 from .devices import DEVICES
@@ -70,6 +75,7 @@ from .train import (
     History,
     accuracy,
     bits_per_char,
+    black_box_layers,
     device_rates,
     hardware_budget,
     train_classifier,
@@ -78,7 +84,8 @@ from .train import (
 )
 
 __all__ = ["ALL_METHODS", "COMMAND_LINE", "COMMON_DEFAULTS", "DEFAULTS", "MEANINGS", "METRIC", "QUICK", "TASKS",
-           "load_data", "run", "settings"]
+           "NOISE_MU", "MAX_MU", "SettingWarning", "drift_warnings", "load_data", "recommended_mu", "run",
+           "setting_warnings", "settings"]
 
 TASKS: tuple[str, ...] = ("vision", "audio", "text")
 ALL_METHODS: tuple[str, ...] = ("digital", *METHODS)
@@ -179,15 +186,42 @@ _LAYER_SETTINGS = ("rank", "samples", "mu", "sketch", "sketch_kind", "compressed
                    "directions", "direction_rank")
 _DATA_CACHE_SIZE = 8
 
+#: The zero-order step under read-out noise: ``mu = NOISE_MU * noise`` (relative noise, phase step in
+#: radians), never below the task's default and never above :data:`MAX_MU`. A forward difference's
+#: error grows like noise / mu (chapter 3): with the noiseless default ``mu = 1e-3`` a read-out noise
+#: of 1 % swamps the differences, while a step of a few times the noise keeps the estimate as good as
+#: without noise. Chosen by measurement (chapter 10: the cosine between the zero-order estimate and
+#: the exact gradient on validation batches, every device kind, several noise levels).
+NOISE_MU: float = 3.0
+#: The largest default step (radians): beyond it the finite difference stops measuring a derivative
+#: (an MZI phase step of 0.3 rad already loses the gradient, chapter 10).
+MAX_MU: float = 0.1
+
+
+class SettingWarning(UserWarning):
+    """A setting that makes training meaningless or wasteful (:func:`setting_warnings`)."""
+
+
+def recommended_mu(noise: float | None, default: float) -> float:
+    """The zero-order step for read-out noise ``noise``: ``NOISE_MU * noise`` within ``[default, MAX_MU]``.
+
+    ``noise`` ``None`` or 0 gives ``default`` (the task's noiseless step).
+    """
+    if not noise:
+        return default
+    return min(max(default, NOISE_MU * float(noise)), max(default, MAX_MU))
+
 
 # ---------------------------------------------------------------------------------------- settings
 def settings(task: str, device: str = "ideal", method: str = "surrogate", *, quick: bool = False,
-             **overrides: Any) -> dict[str, Any]:
+             device_options: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """The resolved training settings of a run: :data:`DEFAULTS` ``[task]`` (over :data:`COMMON_DEFAULTS`),
     ``quick``, overrides.
 
     ``overrides`` set to ``None`` are ignored (the command line passes every option). The model
-    sizes of :data:`~hybridlab.models.MODEL_DEFAULTS` (``width``, ...) are settings too.
+    sizes of :data:`~hybridlab.models.MODEL_DEFAULTS` (``width``, ...) are settings too. With
+    read-out noise in ``device_options`` (``{"noise": 0.01}``, ``--noise``) and no ``mu`` given,
+    the zero-order step is :func:`recommended_mu` for that noise.
 
     Raises:
         ValueError: unknown task, device or method, or an option the task does not have.
@@ -210,7 +244,62 @@ def settings(task: str, device: str = "ideal", method: str = "surrogate", *, qui
         cfg[key] = value
     if overrides.get("device_step") is not None and overrides.get("lr_device") is None:
         cfg["lr_device"] = None  # a given device step sets the device rate from the measured sensitivity
+    if overrides.get("mu") is None:
+        cfg["mu"] = recommended_mu((device_options or {}).get("noise"), cfg["mu"])
     return cfg
+
+
+def setting_warnings(cfg: dict[str, Any], method: str, physics: dict[str, Any], d_in: int,
+                     d_out: int) -> list[str]:
+    """What in a run's settings makes its training meaningless or wasteful, one message each (empty: nothing).
+
+    Args:
+        cfg: resolved settings (:func:`settings`).
+        method: the training method (``digital`` has nothing to warn about).
+        physics: the device's options (``noise``, ``bits``, ``drift``, ...).
+        d_in, d_out: the black box's sizes.
+
+    The checks: read-out noise at least the signal (``noise >= 1``); a zero-order step far below
+    the noise (``mu < noise / 100``: a forward difference's error grows like noise / mu) or a radian
+    and more (the difference no longer measures a derivative); a surrogate rank whose implicit update
+    alone (``2r`` queries) costs more than re-reading the whole matrix (``d_in``). A drift larger than
+    the device learning rate is checked once the rate is measured (:func:`drift_warnings`).
+    """
+    if method == "digital":
+        return []
+    out = []
+    noise, mu = float(physics.get("noise") or 0), float(cfg["mu"])
+    if noise >= 1:
+        out.append(f"read-out noise {noise:g} is at least the signal (noise >= 1: every read-out's error is as "
+                   "large as the output itself), so training ends near chance; typical read-out noise is "
+                   "0.001-0.05")
+    if noise > 0 and mu < noise / 100:
+        out.append(f"the zero-order step mu={mu:g} is {noise / mu:.0f} times below the read-out noise {noise:g}: a "
+                   "forward difference's error grows like noise / mu, so the device's gradient estimate is mostly "
+                   f"noise; leave mu unset for this noise ({recommended_mu(noise, 0.0):g})")
+    if mu >= 1:
+        out.append(f"the zero-order step mu={mu:g} is a radian or more: the finite difference no longer measures a "
+                   f"derivative (phases repeat every 2 pi); use mu <= {MAX_MU:g}")
+    if method == "surrogate" and cfg["upkeep"] in ("ksl", "cached") and 2 * cfg["rank"] > d_in:
+        out.append(f"surrogate rank {cfg['rank']} on a black box with {d_in} inputs: the implicit update's 2r = "
+                   f"{2 * cfg['rank']} queries alone cost more than re-reading the whole matrix ({d_in} queries, "
+                   "which gives the best rank-r surrogate exactly); use method 'rebuild' with rebuild_every 1, or a "
+                   f"rank of at most {d_in // 2}")
+    return out
+
+
+def drift_warnings(rates: Mapping[BlackBoxLinear, float]) -> list[str]:
+    """A drift per step larger than the device learning rate (the phases wander faster than training
+    moves them), one message per black box; ``rates`` as :func:`hybridlab.train.device_rates` gives them
+    (the rate is known only once the sensitivity is measured, so this check runs then)."""
+    out = []
+    for black_box, rate in rates.items():
+        physical = black_box.physical
+        drift = float(getattr(physical, "drift", None) or getattr(physical, "options", {}).get("drift") or 0)
+        if drift > rate:
+            out.append(f"drift {drift:g} rad per step is larger than the device learning rate {rate:.3g}: the "
+                       "phases wander faster than training moves them")
+    return out
 
 
 @functools.lru_cache(maxsize=_DATA_CACHE_SIZE)
@@ -236,7 +325,8 @@ def load_data(task: str, *, data_dir: str | Path | None = None, download: bool =
 # ---------------------------------------------------------------------------------------- one run
 def _hybrid_model(task: str, data: Dataset | TextCorpus, device: str, method: str, layer: str, cfg: dict[str, Any],
                   seed: int, device_options: dict[str, Any], remote: str | None = None,
-                  remote_retry: RetryPolicy | None = None) -> tuple[nn.Module, BlackBoxLinear | None]:
+                  remote_retry: RetryPolicy | None = None,
+                  mu_given: bool = True) -> tuple[nn.Module, BlackBoxLinear | None]:
     model = build_model(task, data, seed=seed, **{k: cfg[k] for k in MODEL_DEFAULTS[task]})
     old = dict(model.named_modules()).get(layer)
     if not isinstance(old, nn.Linear):
@@ -251,6 +341,8 @@ def _hybrid_model(task: str, data: Dataset | TextCorpus, device: str, method: st
             raise ValueError(f"the server at {remote} serves the {served.name} device, not {device}: "
                              f"train with device {served.name!r} (--device {served.name})")
         device = served
+        if not mu_given:  # the server's read-out noise sets the default step, as --noise does in-process
+            cfg["mu"] = recommended_mu(served.options.get("noise"), cfg["mu"])
     settings_ = {k: cfg[k] for k in _LAYER_SETTINGS}
     if method in ("static", "rebuild", "frozen"):  # these methods are the surrogate with their own upkeep
         settings_.pop("upkeep")
@@ -262,28 +354,38 @@ def _hybrid_model(task: str, data: Dataset | TextCorpus, device: str, method: st
 def _device_rates(model: nn.Module, x: Tensor, cfg: dict[str, Any]) -> float | dict[BlackBoxLinear, float] | None:
     """The device learning rate: ``lr_device`` when set, else ``device_step`` / the measured sensitivity."""
     if cfg["lr_device"] is not None or cfg.get("device_step") is None:
-        return cfg["lr_device"]
-    return device_rates(model, x, cfg["device_step"])
+        rates = cfg["lr_device"]
+    else:
+        rates = device_rates(model, x, cfg["device_step"])
+    if rates is not None:
+        per_layer = rates if isinstance(rates, dict) else dict.fromkeys(black_box_layers(model), float(rates))
+        for message in drift_warnings(per_layer):
+            warnings.warn(message, SettingWarning, stacklevel=4)
+    return rates
 
 
 def _fit_classifier(model: nn.Module, data: Dataset, cfg: dict[str, Any], seed: int, data_seed: int,
-                    progress: bool, desc: str, ranks: parallel.Ranks) -> tuple[History, float, float]:
+                    progress: bool, desc: str, ranks: parallel.Ranks,
+                    checkpoint: Checkpoint | None = None) -> tuple[History, float, float]:
     """Train on the training split minus a validation part, keep the best epoch, read the test split once."""
     # `fit` holds the remaining training examples and, as its test split, the held-out validation ones;
     # `held` keeps the real test split, read once after training
     held, fit = validation_split(data, cfg["val_fraction"], seed=data_seed)
     dev = next(model.parameters()).device
     X, y, X_val, y_val = fit
-    rates = _device_rates(model, X[: cfg["batch_size"]].to(dev), cfg)
+    resuming = checkpoint is not None and checkpoint.resuming
+    # (a resumed run takes its rates from the saved optimizer: no queries to measure them again)
+    rates = None if resuming else _device_rates(model, X[: cfg["batch_size"]].to(dev), cfg)
     hist = train_classifier(model, X, y, X_val, y_val, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                             lr=cfg["lr"], lr_device=rates, anneal=cfg["anneal"], gain_scale=cfg["gain"],
-                            select_best=True, seed=seed, progress=progress, desc=desc,
+                            select_best=True, seed=seed, progress=progress, desc=desc, checkpoint=checkpoint,
                             split=functools.partial(parallel.split_batch, ranks=ranks) if ranks.distributed else None)
     return hist, hist.best, accuracy(model, held.X_test, held.y_test)
 
 
 def _fit_language_model(model: nn.Module, corpus: TextCorpus, cfg: dict[str, Any], seed: int, data_seed: int,
-                        progress: bool, desc: str, ranks: parallel.Ranks) -> tuple[History, float, float]:
+                        progress: bool, desc: str, ranks: parallel.Ranks,
+                        checkpoint: Checkpoint | None = None) -> tuple[History, float, float]:
     """Train on the training text minus its last ``val_fraction`` (which chooses the best step); score the
     held-out split once at the end."""
     block = cfg["block_size"]  # the model's context length (the model may be DDP-wrapped)
@@ -298,12 +400,16 @@ def _fit_language_model(model: nn.Module, corpus: TextCorpus, cfg: dict[str, Any
     batch_size = cfg["batch_size"]
     calibration, _ = fit.batch("train", block, batch_size, torch.Generator().manual_seed(seed + 1))
     dev = next(model.parameters()).device
-    rates = _device_rates(model, calibration.to(dev), cfg)
+    resuming = checkpoint is not None and checkpoint.resuming
+    rates = None if resuming else _device_rates(model, calibration.to(dev), cfg)
+    if checkpoint is not None:  # the batches depend on these generators: saved and restored with the loop
+        checkpoint.generators.update(train_batches=g_train, val_batches=g_val)
     hist = train_language_model(
         model, lambda: _own_rows(fit.batch("train", block, batch_size, g_train), ranks),
         lambda: fit.batch("val", block, batch_size, g_val), steps=cfg["steps"], lr=cfg["lr"],
         lr_device=rates, anneal=cfg["anneal"], gain_scale=cfg["gain"], calibration=calibration,
-        select_best=True, eval_every=math.ceil(cfg["steps"] / 5), eval_batches=4, progress=progress, desc=desc)
+        select_best=True, eval_every=math.ceil(cfg["steps"] / 5), eval_batches=4, progress=progress, desc=desc,
+        checkpoint=checkpoint)
     x, y = windows(corpus.val[: cfg["n_val"]] if "n_val" in cfg else corpus.val, block)
     return hist, hist.best, bits_per_char(model, zip(x.split(256), y.split(256)))
 
@@ -317,16 +423,22 @@ def _own_rows(batch: tuple[Tensor, Tensor], ranks: parallel.Ranks) -> tuple[Tens
 def _train_one(task: str, data: Dataset | TextCorpus, device: str, method: str, layer: str, cfg: dict[str, Any],
                seed: int, data_seed: int, torch_device: torch.device, progress: bool,
                device_options: dict[str, Any], remote: str | None = None,
-               remote_retry: RetryPolicy | None = None, *, ranks: parallel.Ranks) -> dict[str, Any]:
+               remote_retry: RetryPolicy | None = None, checkpoint: Checkpoint | None = None,
+               mu_given: bool = True, *, ranks: parallel.Ranks) -> dict[str, Any]:
     t0 = time.perf_counter()
-    model, black_box = _hybrid_model(task, data, device, method, layer, cfg, seed, device_options, remote, remote_retry)
+    model, black_box = _hybrid_model(task, data, device, method, layer, cfg, seed, device_options, remote, remote_retry,
+                                     mu_given)
     model.to(torch_device)
     model = parallel.prepare(model, ranks)  # data parallel: DDP, rank 0's state everywhere (else unchanged)
     desc = f"{task} {method}" + ("" if method == "digital" else f" {device}")
     served = black_box.physical if black_box is not None and isinstance(black_box.physical, RemoteDevice) else None
+    if black_box is not None:  # before the first step: a setting that makes the run meaningless is said at once
+        physics = served.options if served is not None else device_options
+        for message in setting_warnings(cfg, method, physics, black_box.d_in, black_box.d_out):
+            warnings.warn(message, SettingWarning, stacklevel=3)
     fit = _fit_language_model if task == "text" else _fit_classifier
     try:
-        hist, val_metric, metric = fit(model, data, cfg, seed, data_seed, progress, desc, ranks)
+        hist, val_metric, metric = fit(model, data, cfg, seed, data_seed, progress, desc, ranks, checkpoint)
     finally:
         if served is not None:
             served.close()  # the server then serves its next client
@@ -335,7 +447,9 @@ def _train_one(task: str, data: Dataset | TextCorpus, device: str, method: str, 
     budget = parallel.hardware_budget(model) if ranks.distributed else hardware_budget(model)
     out = {"metric": metric, "val_metric": val_metric, "history": hist.as_dict(),
            "seconds": time.perf_counter() - t0, **budget}
-    return out if served is None else {**out, "device_options": served.options}
+    if served is not None:  # the server's physics, and what the retries absorbed
+        out.update(device_options=served.options, remote_problems=dict(served.problems))
+    return out
 
 
 def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: int = 0, data_seed: int = 0,
@@ -344,7 +458,8 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
         progress: bool = False,
         use_cuda: bool = True, device_options: dict[str, Any] | None = None, remote: str | None = None,
         remote_retry: RetryPolicy | None = None, ranks: parallel.Ranks | None = None,
-        **overrides: Any) -> dict[str, Any]:
+        checkpoint: str | Path | None = None, resume: bool = False,
+        checkpoint_every: int | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one network and return the result dictionary (the schema of this module's docstring).
 
     Args:
@@ -376,6 +491,15 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
             every rank calls :func:`run` with the same arguments); ``None``: one process. Rank ``k``
             trains on its rows of every batch (text: the batch size must split evenly) on
             ``ranks.torch_device`` (``use_cuda=False``: the CPU); every rank returns the same result.
+        checkpoint: a file to save the whole training state in (:class:`hybridlab.checkpoint.Checkpoint`),
+            written atomically after every ``checkpoint_every`` epochs (vision, audio; default 1) or
+            steps (text; default 100) and at the end. It covers the run itself, not the
+            ``with_digital`` baseline. The path is checked before anything is loaded or trained.
+            One process only (not under data parallelism).
+        resume: continue from ``checkpoint`` if it exists (else start at the beginning); the
+            resumed run ends with the same numbers as an uninterrupted one. A checkpoint of a run
+            with other arguments or settings is refused.
+        checkpoint_every: epochs (vision, audio) or steps (text) between saves.
         overrides: settings of :data:`DEFAULTS` (``epochs``, ``lr``, ``rank``, ...) and model ``width``.
     """
     args = {"task": task, "device": device, "method": method, "seed": seed, "data_seed": data_seed,
@@ -387,12 +511,25 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
             raise ValueError(f"the physics options {device_options} belong to the server at {remote} "
                              "(python -m hybridlab serve --noise ...): leave device_options empty with remote")
         args.update(remote=remote, remote_retry=None if remote_retry is None else dataclasses.asdict(remote_retry))
-    cfg = settings(task, device, method, quick=quick, **overrides)
+    cfg = settings(task, device, method, quick=quick, device_options=device_options, **overrides)
     layer = layer or DEFAULT_BLACK_BOX[task]
     ranks = ranks or parallel.Ranks()
     if ranks.distributed and remote is not None:
         raise ValueError(f"the server at {remote} answers one training process: train with it in one process "
                          "(without torchrun), or give every rank a device of its own")
+    if ranks.distributed and checkpoint is not None:
+        raise ValueError("checkpoints cover one training process: drop --checkpoint under torchrun, or train "
+                         "in one process to checkpoint and resume")
+    saver = None
+    if checkpoint is not None:  # checked before the data are loaded: a bad path fails at once
+        # what the run is, whichever way it was asked for (an option left at None is the default)
+        identity = {k: v for k, v in args.items()
+                    if v is not None and k not in ("with_digital", "remote", "remote_retry", "layer")}
+        identity["device_options"] = dict(device_options or {})
+        saver = Checkpoint(checkpoint, every=checkpoint_every or (100 if task == "text" else 1), resume=resume,
+                           run={"args": identity, "settings": cfg, "layer": layer})
+    elif resume or checkpoint_every is not None:
+        raise ValueError("resume and checkpoint_every need a checkpoint file (checkpoint=FILE, --checkpoint FILE)")
     t0 = time.perf_counter()
     if data is None:
         data = load_data(task, data_dir=data_dir, download=download, quick=quick, data_seed=data_seed, variant=variant)
@@ -406,8 +543,9 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
     metric = METRIC[task]
 
     out = _train_one(task, data, device, method, layer, cfg, seed, data_seed, torch_device, progress, options,
-                     remote, remote_retry, ranks=ranks)
+                     remote, remote_retry, saver, mu_given=overrides.get("mu") is not None, ranks=ranks)
     options = out.get("device_options", options)
+    result_extra = {"remote_problems": out["remote_problems"]} if "remote_problems" in out else {}
     result: dict[str, Any] = {"task": task, "device": device, "method": method, "layer": layer, "metric": metric,
                               metric: out["metric"], f"val_{metric}": out["val_metric"]}
     if with_digital:
@@ -429,6 +567,6 @@ def run(task: str, device: str = "ideal", method: str = "surrogate", *, seed: in
         "settings": cfg, "device_options": options, "args": args,
         "seed": seed, "data_seed": data_seed,
         "torch_device": str(torch_device), "torch_threads": torch.get_num_threads(), "world_size": ranks.world_size,
-        "hybridlab_version": __version__, "torch_version": torch.__version__,
+        "hybridlab_version": __version__, "torch_version": torch.__version__, **result_extra,
     })
     return result

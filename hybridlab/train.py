@@ -13,7 +13,9 @@ digital baseline. The training recipe is written out here as ordinary arguments:
 * ``gain_scale`` rescales the black box's calibrated output gain before training
   (:func:`calibrate_gain`);
 * with ``select_best`` the state with the lowest validation loss is kept (the device's counters
-  keep running) and restored at the end.
+  keep running) and restored at the end;
+* with a :class:`~hybridlab.checkpoint.Checkpoint` the whole training state is saved after every
+  few epochs or steps, and a run continues from it where it stopped, with the same numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoint import Checkpoint
 from .layer import BlackBoxLinear
 
 __all__ = ["History", "black_box_layers", "hardware_budget", "make_optimizer", "calibrate_gain", "device_rates",
@@ -197,7 +200,8 @@ def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_val: 
                      lr_device: float | Mapping[BlackBoxLinear, float] | None = None, weight_decay: float = 0.0,
                      anneal: float = 0.0, gain_scale: float = 1.0, select_best: bool = False, seed: int = 0,
                      evals_per_epoch: int = 1, progress: bool = True, desc: str = "train",
-                     split: Callable[[Tensor], tuple[Tensor, float]] | None = None) -> History:
+                     split: Callable[[Tensor], tuple[Tensor, float]] | None = None,
+                     checkpoint: Checkpoint | None = None) -> History:
     """Train a classifier with cross-entropy; measure accuracy on ``(X_val, y_val)`` ``evals_per_epoch`` times an epoch.
 
     The last ``anneal`` fraction of the epochs (:func:`anneal_split`) runs at a tenth of both
@@ -209,9 +213,10 @@ def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_val: 
     Data-parallel training (:mod:`hybridlab.parallel`): every process runs this loop with the same
     seed on its DDP-wrapped model, and ``split`` maps each batch's row indices to this process's rows
     and the weight of their mean loss (:func:`hybridlab.parallel.split_batch`).
+    With a ``checkpoint`` the whole state is saved after every ``checkpoint.every`` epochs, and a
+    saved run is continued (:class:`~hybridlab.checkpoint.Checkpoint`).
     """
     dev = next(model.parameters()).device
-    calibrate_gain(model, X_train[:batch_size].to(dev), gain_scale)
     main, _ = anneal_split(epochs, anneal)
     opt = make_optimizer(model, lr, lr_device, weight_decay)
     g = torch.Generator().manual_seed(seed)
@@ -220,10 +225,18 @@ def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_val: 
     eval_at = {round(steps_per_epoch * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
     hist = History(metric_name="accuracy")
     best: tuple[float, dict[str, Tensor]] | None = None
+    start, step = 0, 0
+    saved = checkpoint.load(model, opt, {"batch_order": g}) if checkpoint is not None else None
+    if saved is None:
+        calibrate_gain(model, X_train[:batch_size].to(dev), gain_scale)
+    else:
+        hist, best, start, step, _ = _from_loop_state(saved)
     bar = _progress(epochs * steps_per_epoch, progress, desc)
-    t0, step = time.perf_counter(), 0
+    if bar is not None:
+        bar.update(step)
+    t0, seconds = time.perf_counter(), hist.seconds
     model.train()
-    for epoch in range(epochs):
+    for epoch in range(start, epochs):
         if epoch == main:  # the annealing phase
             _anneal(opt)
         order = torch.randperm(n, generator=g)
@@ -246,12 +259,29 @@ def train_classifier(model: nn.Module, X_train: Tensor, y_train: Tensor, X_val: 
                 running = []
                 if select_best and (best is None or val_loss < best[0]):  # the loss: finer than accuracy
                     best, hist.best_step = (val_loss, _snapshot(model)), step
+        if checkpoint is not None and checkpoint.due(epoch + 1, epochs):
+            hist.seconds = seconds + time.perf_counter() - t0
+            checkpoint.save(model, opt, {"batch_order": g}, _loop_state(hist, best, epoch + 1, step))
     if bar is not None:
         bar.close()
     if best is not None:
         _restore(model, best[1])
-    hist.seconds = time.perf_counter() - t0
+    hist.seconds = seconds + time.perf_counter() - t0
     return hist
+
+
+def _loop_state(hist: History, best: tuple[float, dict[str, Tensor]] | None, position: int, step: int,
+                running: list[float] | None = None) -> dict[str, Any]:
+    """What a loop needs besides model, optimizer and generators to continue (a checkpoint's ``loop``)."""
+    return {"history": hist.as_dict(), "best": None if best is None else {"value": best[0], "state": best[1]},
+            "position": position, "step": step, "running": list(running or [])}
+
+
+def _from_loop_state(loop: dict[str, Any]) -> tuple[History, tuple[float, dict[str, Tensor]] | None, int, int,
+                                                    list[float]]:
+    """``(history, best, position, step, running)`` from :func:`_loop_state`'s dict."""
+    best = None if loop["best"] is None else (loop["best"]["value"], loop["best"]["state"])
+    return History(**loop["history"]), best, int(loop["position"]), int(loop["step"]), list(loop["running"])
 
 
 def _record(hist: History, model: nn.Module, step: int, loss: float, metric: float, val_loss: float) -> None:
@@ -304,7 +334,8 @@ def train_language_model(model: nn.Module, train_batches: Callable[[], tuple[Ten
                          lr: float = 3e-3, lr_device: float | Mapping[BlackBoxLinear, float] | None = None,
                          weight_decay: float = 0.0, anneal: float = 0.0, gain_scale: float = 1.0,
                          calibration: Tensor | None = None, select_best: bool = False, eval_every: int = 100,
-                         eval_batches: int = 10, progress: bool = True, desc: str = "train") -> History:
+                         eval_batches: int = 10, progress: bool = True, desc: str = "train",
+                         checkpoint: Checkpoint | None = None) -> History:
     """Train a next-character model; the metric is bits per character on validation batches (lower is better).
 
     ``train_batches()`` and ``val_batches()`` return ``(x, y)`` token batches; make them seeded so
@@ -312,22 +343,30 @@ def train_language_model(model: nn.Module, train_batches: Callable[[], tuple[Ten
     ``eval_every`` steps and at the end of each phase, on ``eval_batches`` validation batches.
     The last ``anneal`` fraction of the steps runs at a tenth of both learning rates; ``gain_scale``
     is applied on the ``calibration`` tokens (required then); with ``select_best`` the state with
-    the lowest validation bits per character is restored at the end.
+    the lowest validation bits per character is restored at the end. With a ``checkpoint`` the whole
+    state is saved after every ``checkpoint.every`` steps and a saved run is continued; the
+    generators behind ``train_batches`` and ``val_batches`` must then be in ``checkpoint.generators``.
     """
     dev = next(model.parameters()).device
-    if gain_scale != 1.0:
-        if calibration is None:
-            raise ValueError("`gain_scale` needs `calibration` tokens to calibrate the black box's gain on")
-        calibrate_gain(model, calibration.to(dev), gain_scale)
+    if gain_scale != 1.0 and calibration is None:
+        raise ValueError("`gain_scale` needs `calibration` tokens to calibrate the black box's gain on")
     main, _ = anneal_split(steps, anneal)
     opt = make_optimizer(model, lr, lr_device, weight_decay)
     hist = History(metric_name="bits_per_char")
     best: tuple[float, dict[str, Tensor]] | None = None
+    start, running = 0, []
+    saved = checkpoint.load(model, opt, {}) if checkpoint is not None else None
+    if saved is None:
+        if gain_scale != 1.0:
+            calibrate_gain(model, calibration.to(dev), gain_scale)
+    else:
+        hist, best, start, _, running = _from_loop_state(saved)
     bar = _progress(steps, progress, desc)
-    t0 = time.perf_counter()
+    if bar is not None:
+        bar.update(start)
+    t0, seconds = time.perf_counter(), hist.seconds
     model.train()
-    running = []
-    for step in range(1, steps + 1):
+    for step in range(start + 1, steps + 1):
         if step == main + 1:  # the annealing phase
             _anneal(opt)
         x, y = train_batches()
@@ -345,9 +384,12 @@ def train_language_model(model: nn.Module, train_batches: Callable[[], tuple[Ten
             running = []
             if select_best and (best is None or metric < best[0]):
                 best, hist.best_step = (metric, _snapshot(model)), step
+        if checkpoint is not None and checkpoint.due(step, steps):
+            hist.seconds = seconds + time.perf_counter() - t0
+            checkpoint.save(model, opt, {}, _loop_state(hist, best, step, step, running))
     if bar is not None:
         bar.close()
     if best is not None:
         _restore(model, best[1])
-    hist.seconds = time.perf_counter() - t0
+    hist.seconds = seconds + time.perf_counter() - t0
     return hist

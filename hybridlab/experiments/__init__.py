@@ -19,6 +19,8 @@ Everything is seeded (same arguments, same numbers) and runs in float64 unless s
 * :mod:`~hybridlab.experiments.report` -- the reporting the task chapters share;
 * :mod:`~hybridlab.experiments.tasks` -- the vision, audio and text chapters (every run is one
   call of :func:`hybridlab.recipes.run`);
+* :mod:`~hybridlab.experiments.real_world` -- chapter 10, real-world effects (imperfect devices,
+  every method at equal hardware time, a served device, checkpoints);
 * :mod:`~hybridlab.experiments._common` -- the shared helpers.
 
 Every public name is also importable from this package (``from hybridlab import experiments as
@@ -51,6 +53,25 @@ from .dlra import (
 )
 from .physics import entry_samples, mrr_response, nonideality_effect, step_cost
 from .rank import device_matrix, query_fits, rank_approximations, rank_errors, sample_image, train_digits_mlp
+from .real_world import (
+    EFFECTS,
+    TOGETHER,
+    comparison_methods,
+    effect_variants,
+    equal_time_rows,
+    front_verdict,
+    hardware_rows,
+    killed_and_resumed,
+    method_description,
+    plan,
+    same_numbers,
+    served_comparison,
+    smallest_good_step,
+    summary_rows,
+    train_many,
+    upkeep_variants,
+    zo_step_study,
+)
 from .report import ROBUSTNESS_METHODS, compare_to, report, robustness_rows, show_robustness
 from .tasks import (
     CHAPTER_DEVICES,
@@ -88,4 +109,7 @@ __all__ = [
     "regression_trajectory", "TrackResult", "track", "matched_rebuild_period", "tracking_sweep", "tracking_table",
     "CHAPTER_DEVICES", "CHAPTER_METHODS", "TARGETS", "compare_devices", "metric_scale", "comparison_rows",
     "check_targets", "settings_table", "surrogate_update_cost", "measured_update_cost", "rerun_command",
+    "EFFECTS", "TOGETHER", "comparison_methods", "effect_variants", "equal_time_rows", "front_verdict",
+    "hardware_rows", "killed_and_resumed", "method_description", "plan", "same_numbers", "served_comparison",
+    "smallest_good_step", "summary_rows", "train_many", "upkeep_variants", "zo_step_study",
 ]
