@@ -442,7 +442,7 @@ def _decades(axis) -> float:
 # =============================================================================================
 #: dash style of each training method in the figures of chapters 7-9
 METHOD_DASH = {"surrogate": "solid", "static": "dot", "rebuild": "dashdot", "zo_only": "longdash",
-               "oracle": "dash", "twin": "longdashdot", "dfa": "dash"}
+               "oracle": "dash", "twin": "longdashdot", "fa": "dash", "dfa": "dash"}
 #: axis titles of the metrics of :func:`hybridlab.cli.run` results
 METRIC_LABEL = {"accuracy": "test accuracy (%)", "bits_per_char": "validation bits per character"}
 
