@@ -303,7 +303,12 @@ def test_dfa_projects_the_network_output_error_straight_to_the_layer():
     for head_seed in (0, 1):  # two different heads after the device, same layer and feedback
         model, layer = _dfa_network(head_seed)
         seen = {}
-        layer.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]) or args[0].retain_grad())
+
+        def keep_input(module, args, seen=seen):
+            seen["x"] = args[0]
+            args[0].retain_grad()
+
+        layer.register_forward_pre_hook(keep_input)
         out = model(X)
         out.retain_grad()
         nn.functional.cross_entropy(out, y).backward()
