@@ -27,8 +27,9 @@ pages with widgets set ``window.__jupyter_widgets_assets_path__`` to that folder
 fails (without it the browser asks for ``chapters/@jupyter-widgets/html-manager/dist/...``: 404).
 
 Kernels started by the build inherit two environment variables: ``HYBRIDLAB_BOOK_BUILD=1``
-(:mod:`hybridlab.plots` then emits plotly figures as HTML only) and ``TQDM_DISABLE=1`` (no progress
-bar, with the build machine's timings, reaches a page; tqdm reads it when it is imported).
+(``hybridlab.plots.setup_notebook`` then emits plotly figures as HTML only and switches progress
+bars off, so that no bar with the build machine's timings reaches a page) and ``TQDM_DISABLE=1``
+(the same for plain-text tqdm bars; the notebook bar ignores it).
 """
 
 from __future__ import annotations
