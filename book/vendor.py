@@ -5,7 +5,9 @@ from CDNs are fetched here, at build time, and published with the site as ``_ven
 
 * ``require.js``                  -- RequireJS (npm ``requirejs``), needed by the widget embedder;
 * ``html-manager/embed-amd.js``   -- ``@jupyter-widgets/html-manager``: renders saved ipywidgets
-                                     state (sliders, tqdm progress bars) in static HTML;
+                                     state (sliders, tqdm progress bars) in static HTML; with the
+                                     icon fonts its style sheet asks for (``html-manager/<hash>.woff2``
+                                     and the other formats, webpack assets of the package);
 * ``mathjax/``                    -- MathJax 3 (``tex-mml-chtml.js``, the component Sphinx uses by
                                      default, plus everything it may load lazily: TeX extensions,
                                      CHTML fonts, the menu, accessibility and speech modules);
@@ -55,7 +57,8 @@ MATHJAX_KEEP = (
 # What must exist for each asset group to count as present (checked by the Sphinx extension too).
 REQUIRED = {
     "requirejs": ["require.js"],
-    "@jupyter-widgets/html-manager": ["html-manager/embed-amd.js"],
+    # one of the icon fonts (its webpack hash is fixed by the pinned version)
+    "@jupyter-widgets/html-manager": ["html-manager/embed-amd.js", "html-manager/1551f4f60c37af51121f.woff2"],
     "mathjax": ["mathjax/tex-mml-chtml.js", "mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff"],
     "plotly": ["plotly.min.js"],
 }
@@ -111,6 +114,9 @@ def _map_html_manager(rel: str):
         return "html-manager/embed-amd.js"
     if rel == "dist/embed.js.LICENSE.txt":
         return "html-manager/LICENSE.txt"
+    name = PurePosixPath(rel)
+    if name.parent == PurePosixPath("dist") and name.suffix in (".woff2", ".woff", ".ttf", ".eot", ".svg"):
+        return f"html-manager/{name.name}"  # icon fonts, found through window.__jupyter_widgets_assets_path__
     return None
 
 

@@ -1,7 +1,8 @@
 """The black-box layer: a drop-in replacement for ``nn.Linear`` whose matrix is a physical device.
 
 Forward pass: the batch is pushed through the device (``device.query``), then an ordinary
-learnable gain and bias are applied (both digital). Backward pass (ALGORITHMS.md section 1):
+learnable gain and bias are applied (both digital). Backward pass (the book's "The method at a
+glance" page; chapters 3 to 5):
 
 * ``dL/dx = A^T v`` comes from the low-rank surrogate ``U S V^T`` (no device query), or from a
   zero-order estimate (method ``zo_only``), or from autograd through the simulator (``oracle``);
@@ -13,11 +14,24 @@ only. The update is done lazily at the next forward pass, when the layer sees th
 (call :meth:`BlackBoxLinear.sync` to force it), so the layer works with any ``torch.optim``
 optimizer and needs no hook.
 
-Methods (ALGORITHMS.md section 7): ``oracle``, ``surrogate`` (the method), ``static``,
-``rebuild``, ``zo_only``, and two competitors: ``twin`` (physics-aware training: forward on
-the device, backward by autograd through a nominal digital twin of the same device kind, with none
-of the real device's imperfections) and ``dfa`` (direct feedback alignment: ``dL/dx = v B`` with a
-fixed random ``B``; ``dL/dw`` from the ZO estimate).
+Methods (compared in chapter 5 of the book): ``oracle``, ``surrogate`` (the method), ``static``,
+``rebuild``, ``frozen``, ``zo_only``, and three competitors that need no surrogate:
+
+* ``twin`` (physics-aware training): forward on the device, backward by autograd through a nominal
+  digital twin of the same device kind, with none of the real device's imperfections;
+* ``fa`` (feedback alignment, Lillicrap et al. 2016): ``dL/dx = v B`` with a fixed random
+  ``B`` (``d_out x d_in``) in place of the unknown ``A``: the layer's own upstream error ``v``
+  goes back through a random matrix;
+* ``dfa`` (direct feedback alignment, Nokland 2016; Launay et al. 2020): ``dL/dx = e B`` with the
+  *network's output error* ``e = dL/d(output)`` projected straight to the layer by a fixed random
+  ``B`` (``n_out x d_in``), whatever lies between the layer and the output. The layer needs ``e``,
+  which only the network sees: :func:`direct_feedback` registers a hook on the model that hands the
+  gradient of its output to every ``dfa`` layer during the backward pass (:func:`replace_linear`
+  does it for you). The output error's rows must match the layer's input rows (one output row per
+  example, or per token).
+
+``fa`` and ``dfa`` train the device parameters with the ZO estimate of ``dL/dw``, which uses the
+exact upstream error ``v`` (the digital layers after the device are differentiable).
 
 Randomness and torch devices: the layer's generator (ZO directions, sketches) lives on the layer's
 torch device and moves with ``.to()`` (reseeded deterministically from its state), like the
@@ -54,9 +68,10 @@ from .timing import timed
 from .zo import KINDS as ZO_KINDS
 from .zo import SCHEMES, zo_gradient, zo_input_gradient
 
-__all__ = ["METHODS", "UPKEEPS", "BlackBoxLinear", "SurrogateSettings", "ZOSettings", "replace_linear"]
+__all__ = ["METHODS", "UPKEEPS", "BlackBoxLinear", "SurrogateSettings", "ZOSettings", "direct_feedback",
+           "replace_linear"]
 
-METHODS: tuple[str, ...] = ("oracle", "surrogate", "static", "rebuild", "frozen", "zo_only", "twin", "dfa")
+METHODS: tuple[str, ...] = ("oracle", "surrogate", "static", "rebuild", "frozen", "zo_only", "twin", "fa", "dfa")
 """Training methods of a black-box layer: ``static`` and ``rebuild`` are the surrogate method with the
 upkeep ``"none"`` and ``"rebuild"``; ``frozen`` never trains the device (a baseline)."""
 
@@ -289,11 +304,12 @@ class BlackBoxLinear(nn.Module):
         self.register_buffer("F_Z", torch.zeros(0, d_out, **like))  # f(Z; w_sur), cached
         self._fitted = False  # whether w_sur holds a fit (a flag: no read of w_sur per step)
         self.step = 0  # optimizer steps seen (surrogate updates done)
-        # Competitors: a nominal digital twin (physics-aware training) and a feedback matrix.
+        # Competitors: a nominal digital twin (physics-aware training) and a feedback matrix, drawn
+        # here for 'fa' (d_out x d_in) and at the first backward pass for 'dfa', when the width of
+        # the network's output is known (n_out x d_in).
         self.twin = make_device(device.name, d_in, d_out, dtype=dtype, device=dev) if method == "twin" else None
-        g_fb = torch.Generator().manual_seed(seed + 2)
-        self.register_buffer("B_fb", (torch.randn(d_out, d_in, generator=g_fb, dtype=dtype) / d_in ** 0.5).to(dev)
-                             if method == "dfa" else torch.zeros(0, d_in, **like))
+        self.register_buffer("B_fb", self._feedback_matrix(d_out) if method == "fa" else torch.zeros(0, d_in, **like))
+        self._output_error: Tensor | None = None  # dfa: the gradient of the network's output, set by a hook
 
     # ------------------------------------------------------------------ public
     @property
@@ -397,7 +413,7 @@ class BlackBoxLinear(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Cached queries and sketches change size after the first update: adopt the saved sizes.
-        for name in ("U", "S", "V", "Z", "F_V", "F_Z"):
+        for name in ("U", "S", "V", "Z", "F_V", "F_Z", "B_fb"):
             key = prefix + name
             if key in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[key]).to(getattr(self, name).device))
@@ -509,12 +525,36 @@ class BlackBoxLinear(nn.Module):
             grad_w, = torch.autograd.grad((v * (x @ A.T)).sum(), w_)
         return v @ A.detach(), grad_w
 
+    def _feedback_matrix(self, rows: int) -> Tensor:
+        """The fixed random feedback matrix (``rows x d_in``, entries ``N(0, 1/d_in)``, seeded by ``seed + 2``)."""
+        g = torch.Generator().manual_seed(self.seed + 2)
+        B = torch.randn(rows, self.d_in, generator=g, dtype=self.w.dtype) / self.d_in ** 0.5
+        return B.to(self.w.device)
+
+    def _direct_feedback(self, v: Tensor) -> Tensor:
+        """dfa: ``dL/dx = e B`` with the network's output error ``e`` handed over by :func:`direct_feedback`."""
+        e, self._output_error = self._output_error, None  # used once: a stale error must never be reused
+        if e is None:
+            raise RuntimeError("method 'dfa' needs the network's output error, which the layer cannot see: "
+                               "build the model with replace_linear(...) or call "
+                               "hybridlab.layer.direct_feedback(model) once before training")
+        e = e.reshape(-1, e.shape[-1]).to(v.dtype)
+        if e.shape[0] != v.shape[0]:
+            raise ValueError(f"method 'dfa': the network's output error has {e.shape[0]} rows but the layer saw "
+                             f"{v.shape[0]} input rows; direct feedback needs one output row per layer input row "
+                             "(per example, or per token): use method 'fa' for this network")
+        if self.B_fb.shape[0] != e.shape[1]:
+            self.B_fb = self._feedback_matrix(e.shape[1])
+        return e @ self.B_fb
+
     def _input_gradient(self, x: Tensor, v: Tensor, y: Tensor) -> Tensor:
-        """dL/dx: surrogate ``v U S V^T``, or ZO (zo_only), twin (twin) or feedback (dfa)."""
+        """dL/dx: surrogate ``v U S V^T``, or ZO (zo_only), twin (twin) or feedback (fa, dfa)."""
         if self.method == "twin":
             return self._twin_gradients(x, self.w, v)[0]
-        if self.method == "dfa":
+        if self.method == "fa":
             return v @ self.B_fb
+        if self.method == "dfa":
+            return self._direct_feedback(v)
         if self.method == "zo_only":
             self.physical.configure(self.w.detach())
             with self._step_context():
@@ -524,7 +564,7 @@ class BlackBoxLinear(nn.Module):
         return ((v @ self.U) @ self.S) @ self.V.T
 
     def _parameter_gradient(self, x: Tensor, w: Tensor, v: Tensor, y: Tensor) -> Tensor:
-        """dL/dw: the zero-order estimate of ALGORITHMS.md section 3 (twin: autograd through the twin)."""
+        """dL/dw: the zero-order estimate of chapter 3 (twin: autograd through the twin)."""
         if self.method == "twin":
             return self._twin_gradients(x, w, v)[1]
         with self._step_context():
@@ -542,11 +582,51 @@ def _seed_from_state(state: Tensor) -> int:
     return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
 
 
+def direct_feedback(model: nn.Module) -> torch.utils.hooks.RemovableHandle:
+    """Hand the gradient of ``model``'s output to its ``dfa`` black boxes during every backward pass.
+
+    Registers a forward hook on ``model`` (once; a second call returns the same handle). At every
+    forward pass with autograd on, the hook puts a tensor hook on the output; backpropagation
+    reaches the output before any layer, so each ``dfa`` layer holds the output error ``e`` when its
+    own backward runs, and computes ``dL/dx = e B``. The output must be one tensor whose rows (all
+    dimensions but the last) match the layer's input rows. :func:`replace_linear` calls this for a
+    ``dfa`` layer; call it yourself when you build a :class:`BlackBoxLinear` by hand.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be an nn.Module (the whole network), got {type(model).__name__}")
+    handle = getattr(model, "_direct_feedback_handle", None)
+    if handle is not None:
+        return handle
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        if not torch.is_grad_enabled():
+            return
+        layers = [m for m in module.modules() if isinstance(m, BlackBoxLinear) and m.method == "dfa"]
+        if not layers:
+            return
+        if not isinstance(output, Tensor):
+            raise TypeError(f"direct feedback alignment needs the model's output to be one tensor (the output "
+                            f"error is projected back from it), got {type(output).__name__}: use method 'fa'")
+        if not output.requires_grad:
+            return
+
+        def keep(grad: Tensor) -> None:
+            for layer in layers:
+                layer._output_error = grad.detach()
+
+        output.register_hook(keep)
+
+    handle = model.register_forward_hook(hook)
+    model._direct_feedback_handle = handle
+    return handle
+
+
 def replace_linear(model: nn.Module, name: str, device: str | Device = "ideal", **options: Any) -> BlackBoxLinear:
     """Replace the ``nn.Linear`` called ``name`` (dotted path) in ``model`` by a :class:`BlackBoxLinear`.
 
     The new layer has the Linear's sizes and bias setting; ``options`` go to
-    :class:`BlackBoxLinear`. Returns the new layer (already in place).
+    :class:`BlackBoxLinear`. Returns the new layer (already in place). For ``method="dfa"`` the
+    model also gets the hook of :func:`direct_feedback`.
     """
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     try:
@@ -561,4 +641,6 @@ def replace_linear(model: nn.Module, name: str, device: str | Device = "ideal", 
     new = BlackBoxLinear(old.in_features, old.out_features, device, **options).to(old.weight.device)
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    if new.method == "dfa":
+        direct_feedback(model)
     return new

@@ -1,4 +1,4 @@
-"""Rank-r approximation of a matrix and learning it from products (ALGORITHMS.md section 4).
+"""Rank-r approximation of a matrix and learning it from products (chapter 1; book/method.md, "Low-rank surrogate").
 
 A surrogate of a device matrix ``A`` (``d_out x d_in``) is kept as ``A ~ U S V^T`` with
 ``U`` (``d_out x r``, orthonormal columns), ``S`` (``r x r``) and ``V`` (``d_in x r``, orthonormal
@@ -8,7 +8,7 @@ or from forward products only, through a ``query`` callable ``X (n, d_in) -> (n,
 
 * :func:`fit_identity` reads the whole matrix with the ``d_in`` identity rows (``d_in`` queries);
 * :func:`fit_randomized` uses a randomized range finder (Halko, Martinsson & Tropp 2011) for the
-  column space and the sketch of ALGORITHMS.md section 5 for the row space
+  column space and a row-space sketch (chapter 1) for the row space
   (``r + oversample + sketch`` queries).
 
 The floor for every rank-r surrogate is the Eckart-Young error :func:`eckart_young_error`.
@@ -203,7 +203,7 @@ def fit_randomized(
     1. Column space (Halko et al. 2011): ``k = r + oversample`` random test inputs ``Omega``
        (``k x d_in``), ``F = query(Omega)`` (= ``(A Omega^T)^T``), ``Q = orth(F^T)``
        (``d_out x k``). For a matrix of rank <= k, ``range(Q) = range(A)`` exactly.
-    2. Row space (the sketch of ALGORITHMS.md section 5): ``Z`` (``s x d_in``, rows with
+    2. Row space (the sketch of chapters 1 and 4): ``Z`` (``s x d_in``, rows with
        ``E[z z^T] = I``), ``F_Z = query(Z)`` (= ``Z A^T``), and
        ``Q^T A ~ (1/s) (Q^T F_Z^T) Z``. Unbiased, relative error ~ ``sqrt(d_in / s)``;
        exact for ``kind='orthogonal'`` with ``s`` a multiple of ``d_in``.

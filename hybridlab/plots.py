@@ -18,7 +18,8 @@ cannot (myst-nb drops it).  The ``"book"`` renderer emits *both* in one output:
   or the CDN when it was not vendored).  No MathJax is injected (the page has its own).
 
 During the book build (environment variable ``HYBRIDLAB_BOOK_BUILD=1``, set by the build) only
-the HTML is emitted.
+the HTML is emitted, and progress bars are switched off: a tqdm bar saved in a page would show
+the build machine's timings, and its widget state is of no use to a reader.
 
 Everything a plotly slider does must be precomputed (steps / frames): the book has no kernel.
 ipywidgets render in the book from saved widget state (their values at execution time), so they
@@ -34,7 +35,7 @@ from .tables import TABLE_METADATA_KEY, html_table, markdown_table, show_source,
 __all__ = ["BOOK_RENDERER", "TABLE_METADATA_KEY", "budget_figure", "html_table", "interactive_figure",
            "learning_curves_figure", "markdown_table", "matrix_panel", "plain_log_ticks", "rank_slider_figure",
            "setup_matplotlib", "setup_notebook", "setup_plotly", "show", "show_source", "show_table",
-           "slider_figure"]
+           "silence_progress_bars", "slider_figure"]
 
 #: Renderer used in JupyterLab & co: the plotly mime bundle (for JupyterLab) + HTML (for the book).
 BOOK_RENDERER = "plotly_mimetype+book_html"
@@ -123,9 +124,33 @@ def setup_matplotlib(fmt: str = "retina") -> None:
 
 
 def setup_notebook(matplotlib_format: str = "retina", plotly_template: str = "plotly_white") -> None:
-    """Call once at the top of every chapter: plotly renderer + matplotlib style."""
+    """Call once at the top of every chapter: plotly renderer + matplotlib style (+ no progress bars
+    while the book is built)."""
     setup_plotly(plotly_template)
     setup_matplotlib(matplotlib_format)
+    if os.environ.get(BOOK_BUILD_ENV) == "1":
+        silence_progress_bars()
+
+
+def silence_progress_bars() -> None:
+    """Make ``tqdm.auto.tqdm`` (and ``tqdm.autonotebook.tqdm``) draw nothing in this process.
+
+    Every progress bar of the package is created as ``from tqdm.auto import tqdm`` at call time, so
+    this reaches all of them. In a kernel ``tqdm.auto`` is the notebook (widget) bar, which ignores
+    the ``TQDM_DISABLE`` environment variable; the replacement is the same class with
+    ``disable=True`` forced. Called by :func:`setup_notebook` during the book build.
+    """
+    import tqdm.auto
+    import tqdm.autonotebook
+
+    base = tqdm.std.tqdm
+
+    class SilentTqdm(base):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    tqdm.auto.tqdm = tqdm.autonotebook.tqdm = SilentTqdm
 
 
 def _in_kernel() -> bool:
@@ -442,7 +467,7 @@ def _decades(axis) -> float:
 # =============================================================================================
 #: dash style of each training method in the figures of chapters 7-9
 METHOD_DASH = {"surrogate": "solid", "static": "dot", "rebuild": "dashdot", "zo_only": "longdash",
-               "oracle": "dash", "twin": "longdashdot", "dfa": "dash"}
+               "oracle": "dash", "twin": "longdashdot", "fa": "dash", "dfa": "dash"}
 #: axis titles of the metrics of :func:`hybridlab.cli.run` results
 METRIC_LABEL = {"accuracy": "test accuracy (%)", "bits_per_char": "validation bits per character"}
 

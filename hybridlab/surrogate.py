@@ -1,8 +1,8 @@
 """Keeping a low-rank surrogate current: the projector-splitting (KSL) integrator.
 
-ALGORITHMS.md section 5. The device matrix moves by ``dA = A(w_new) - A(w_old)`` after every
-optimizer step; the surrogate ``A ~ U0 S0 V0^T`` is updated with one K-step, one S-step and one
-L-step (Lubich & Oseledets, BIT 2014)::
+Chapter 4 of the book (and book/method.md, "Keeping the surrogate current"). The device matrix
+moves by ``dA = A(w_new) - A(w_old)`` after every optimizer step; the surrogate ``A ~ U0 S0 V0^T``
+is updated with one K-step, one S-step and one L-step (Lubich & Oseledets, BIT 2014)::
 
     K-step:  K  = U0 S0 + dA V0             ;  QR:  K = U1 S_hat
     S-step:  S~ = S_hat - U1^T (dA V0)
@@ -64,7 +64,7 @@ def projector_splitting_step(
     dA_V0: Tensor,
     dAt_times: Callable[[Tensor], Tensor],
 ) -> LowRank:
-    """One KSL step of the projector-splitting integrator (ALGORITHMS.md section 5).
+    """One KSL step of the projector-splitting integrator (chapter 4).
 
     Computes, without ever inverting ``S``::
 

@@ -1,4 +1,4 @@
-"""Zero-order (ZO) gradient estimates from device queries (ALGORITHMS.md section 3).
+"""Zero-order (ZO) gradient estimates from device queries (chapter 3; book/method.md).
 
 A physical layer computes ``y = f(x; w) = A(w) x`` and can only be *queried*: write the
 control parameters ``w``, push inputs through, read outputs. Backprop needs
@@ -18,7 +18,7 @@ Nothing here imports :mod:`hybridlab.devices`: the functions work on *query call
 Every estimate is a handful of batched tensor operations (no Python loop over samples), follows
 the dtype and device of its inputs, and is reproducible under a ``torch.Generator``.
 
-Cost model (ALGORITHMS.md section 2): one *query* is one input vector pushed through the device,
+Cost model (chapter 2; book/method.md, "Cost model"): one *query* is one input vector pushed through the device,
 one *configuration* is one parameter vector written to it. With ``M`` samples and a batch of
 ``n`` inputs:
 
@@ -238,7 +238,7 @@ def zo_gradient(
     shape: tuple[int, int] | None = None,
     check_finite: bool = True,
 ) -> Tensor:
-    r"""Zero-order estimate of ``dL/dw`` from device queries (ALGORITHMS.md section 3).
+    r"""Zero-order estimate of ``dL/dw`` from device queries (chapter 3).
 
     With upstream errors ``V = dL/dY`` the scalar ``phi(w) = <f(X; w), V>_F`` has gradient
     exactly ``dL/dw``. With directions ``u_1..u_M`` (rows of ``U``, ``E[u u^T] = I``):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hybridlab.devices import make_device
-from hybridlab.layer import METHODS, BlackBoxLinear, replace_linear
+from hybridlab.layer import METHODS, BlackBoxLinear, direct_feedback, replace_linear
 
 D_IN, D_OUT, B, M, R, S = 12, 10, 7, 4, 3, 5
 
@@ -102,9 +102,12 @@ def test_cost_oracle():
     assert step_cost(make_layer("oracle")) == (B, 1)
 
 
-def test_cost_twin_and_dfa():
+def test_cost_twin_fa_and_dfa():
     assert step_cost(make_layer("twin")) == (B, 1)  # backward through the digital twin: no query
-    assert step_cost(make_layer("dfa")) == (B + M * B, M + 1)  # feedback matrix for x, ZO for w
+    assert step_cost(make_layer("fa")) == (B + M * B, M + 1)  # feedback matrix for x, ZO for w
+    dfa = make_layer("dfa")
+    direct_feedback(dfa)  # the layer alone is the network: its output error is v
+    assert step_cost(dfa) == (B + M * B, M + 1)
 
 
 def test_twin_of_a_perfect_device_is_the_oracle():
@@ -144,6 +147,8 @@ def test_cost_first_step_includes_identity_fit():
 @pytest.mark.parametrize("method", METHODS)
 def test_leading_batch_dims_and_dtype(method):
     layer = make_layer(method)
+    if method == "dfa":
+        direct_feedback(layer)  # the layer alone is the network
     x = torch.randn(2, 3, D_IN)
     y = layer(x)
     assert y.shape == (2, 3, D_OUT) and y.dtype == torch.float32

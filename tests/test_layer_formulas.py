@@ -266,10 +266,10 @@ def test_zo_only_gradients_are_unbiased_with_the_derived_spread():
     assert float((layer.w.grad - gw).norm() / gw.norm()) < Z * math.sqrt((p + 1) / M)
 
 
-def test_dfa_feeds_the_error_back_through_its_fixed_random_matrix():
-    """``dL/dx = v B`` with the layer's fixed ``B`` (``d_out x d_in``, entries N(0, 1/d_in): the
-    chi-square band of the device tests over 1200 entries), the same B at every step."""
-    layer = make(30, 40, method="dfa", device="ideal")
+def test_fa_feeds_the_error_back_through_its_fixed_random_matrix():
+    """Feedback alignment: ``dL/dx = v B`` with the layer's fixed ``B`` (``d_out x d_in``, entries
+    N(0, 1/d_in): the chi-square band of the device tests over 1200 entries), the same B at every step."""
+    layer = make(30, 40, method="fa", device="ideal")
     B = layer.B_fb.clone()
     assert B.shape == (40, 30)
     n = B.numel()
@@ -281,6 +281,76 @@ def test_dfa_feeds_the_error_back_through_its_fixed_random_matrix():
         torch.testing.assert_close(input_grad(layer, x, v), v @ B, rtol=0, atol=0)
         move(layer, 70 + k)
     torch.testing.assert_close(layer.B_fb, B, rtol=0, atol=0)
+
+
+def _dfa_network(head_seed: int):
+    """Linear(5, 30) -> tanh -> black box 30 -> 40 (dfa) -> tanh -> Linear(40, 7): the output error
+    reaches the black box's input straight through its feedback matrix."""
+    torch.manual_seed(head_seed)
+    model = nn.Sequential(nn.Linear(5, 30), nn.Tanh(), nn.Linear(30, 40), nn.Tanh(), nn.Linear(40, 7)).double()
+    layer = replace_linear(model, "2", "slm", method="dfa", gain=1.0, samples=1, seed=4)
+    return model, layer
+
+
+def test_dfa_projects_the_network_output_error_straight_to_the_layer():
+    """Direct feedback alignment: the gradient the black box sends to the layers before it is ``e B``,
+    with ``e = dL/d(output)`` of the whole network (autograd, retained) and a fixed ``B`` (``n_out x d_in``,
+    N(0, 1/d_in)); it does not depend on the layers between the device and the output, and ``B`` is the
+    same at every step and after a state-dict round trip."""
+    X = torch.randn(6, 5, generator=gen(23), dtype=F64)
+    y = torch.randint(0, 7, (6,), generator=gen(24))
+    grads, Bs = [], []
+    for head_seed in (0, 1):  # two different heads after the device, same layer and feedback
+        model, layer = _dfa_network(head_seed)
+        seen = {}
+
+        def keep_input(module, args, seen=seen):
+            seen["x"] = args[0]
+            args[0].retain_grad()
+
+        layer.register_forward_pre_hook(keep_input)
+        out = model(X)
+        out.retain_grad()
+        nn.functional.cross_entropy(out, y).backward()
+        B = layer.B_fb.clone()
+        assert B.shape == (7, 30)
+        torch.testing.assert_close(seen["x"].grad, out.grad @ B, rtol=0, atol=1e-15)
+        grads.append(out.grad.clone())
+        Bs.append(B)
+    torch.testing.assert_close(Bs[0], Bs[1], rtol=0, atol=0)  # the feedback depends on the layer's seed only
+    assert not torch.allclose(grads[0], grads[1])  # ... while the output error depends on the head
+    n = Bs[0].numel()
+    assert abs(float(Bs[0].square().mean()) * 30 - 1) < Z * math.sqrt(2 / n)
+    # the same B at the next step, and in a fresh model loaded from the state dict
+    model, layer = _dfa_network(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    torch.testing.assert_close(layer.B_fb, Bs[0], rtol=0, atol=0)
+    fresh, fresh_layer = _dfa_network(5)
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh_layer.B_fb, Bs[0], rtol=0, atol=0)
+
+
+def test_dfa_without_the_output_error_or_with_other_rows_says_what_to_do():
+    layer = make(30, 40, method="dfa", device="ideal")  # built by hand: no model hook
+    with pytest.raises(RuntimeError, match="direct_feedback"):
+        input_grad(layer, torch.randn(3, 30, dtype=F64), torch.randn(3, 40, dtype=F64))
+
+    class Pooled(nn.Module):  # one output row per two layer rows: direct feedback cannot map them
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(30, 40).double()
+
+        def forward(self, x):
+            return self.body(x).reshape(-1, 2, 40).mean(1)
+
+    model = Pooled()
+    replace_linear(model, "body", "ideal", method="dfa", samples=1)
+    with pytest.raises(ValueError, match="use method 'fa'"):
+        model(torch.randn(4, 30, dtype=F64, requires_grad=True)).sum().backward()
 
 
 def test_surrogate_method_parameter_gradient_is_the_zo_estimate_with_the_derived_spread():

@@ -81,7 +81,7 @@ def test_explicit_ksl_stable_with_tiny_or_zero_singular_value(sigma_min):
 
 
 def test_ksl_result_is_one_step_of_the_formulas():
-    """K-, S-, L-steps of ALGORITHMS.md section 5, written out once more by hand."""
+    """K-, S-, L-steps of chapter 4 (book/method.md), written out once more by hand."""
     g = torch.Generator().manual_seed(2)
     U0 = torch.linalg.qr(torch.randn(12, 3, generator=g, dtype=F64)).Q
     V0 = torch.linalg.qr(torch.randn(9, 3, generator=g, dtype=F64)).Q

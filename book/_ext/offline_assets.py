@@ -20,6 +20,16 @@ The folder is copied to ``<outdir>/_vendor`` at the end of the build rather than
 plotly.js is added only to pages whose body contains a plotly figure (``Plotly.newPlot``),
 with a priority that loads it *before* RequireJS: plotly's UMD wrapper would otherwise register
 itself as an AMD module and never define ``window.Plotly``.
+
+The widget embedder's style sheet asks for icon fonts at ``<assets path>/<hash>.woff2`` (webpack
+assets of the html-manager package); ``book/vendor.py`` keeps them next to ``embed-amd.js`` and
+pages with widgets set ``window.__jupyter_widgets_assets_path__`` to that folder, so no request
+fails (without it the browser asks for ``chapters/@jupyter-widgets/html-manager/dist/...``: 404).
+
+Kernels started by the build inherit two environment variables: ``HYBRIDLAB_BOOK_BUILD=1``
+(``hybridlab.plots.setup_notebook`` then emits plotly figures as HTML only and switches progress
+bars off, so that no bar with the build machine's timings reaches a page) and ``TQDM_DISABLE=1``
+(the same for plain-text tqdm bars; the notebook bar ignores it).
 """
 
 from __future__ import annotations
@@ -65,6 +75,7 @@ def configure(app: Sphinx, config) -> None:
     # Kernels started by the build inherit this: hybridlab.plots then emits plotly figures as
     # HTML only (no plotly mime bundle, which the book cannot show and myst-nb warns about).
     os.environ.setdefault("HYBRIDLAB_BOOK_BUILD", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     used = []
     if _have(MATHJAX, MATHJAX_FONT):
         config.mathjax_path = URL_PREFIX + MATHJAX
@@ -113,6 +124,21 @@ def add_page_scripts(app: Sphinx, pagename: str, templatename: str, context: dic
         app.add_js_file(app.offline_assets_plotly, priority=450, charset="utf-8")
     if "application/vnd.jupyter.widget-view+json" in body:
         app.add_js_file(None, body=MATHJAX2_SHIM, priority=460)
+    if _have(EMBED_AMD) and _has_widget_state(app, pagename):
+        folder = context["pathto"]("_vendor/html-manager/", 1)
+        app.add_js_file(None, body=f"window.__jupyter_widgets_assets_path__ = new URL({json.dumps(folder)}, "
+                                   "document.baseURI).href;", priority=440)
+
+
+def _has_widget_state(app: Sphinx, pagename: str) -> bool:
+    """Whether myst-nb loads the widget embedder on this page (its notebook saved widget state)."""
+    try:
+        from myst_nb.sphinx_ext import NbMetadataCollector
+
+        files = NbMetadataCollector.get_js_files(app.env, pagename)
+    except Exception:  # another myst-nb version: no assets path (the fonts 404, nothing else breaks)
+        return False
+    return any(EMBED_AMD in str(path) for path, _ in files.values())
 
 
 def dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:

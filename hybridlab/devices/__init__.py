@@ -1,4 +1,4 @@
-"""Simulated photonic devices behind one query-only interface (ALGORITHMS.md sections 2 and 6).
+"""Simulated photonic devices behind one query-only interface (chapter 2; book/method.md, "Cost model" and "Devices").
 
 >>> import torch
 >>> from hybridlab.devices import make_device

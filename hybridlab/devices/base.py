@@ -1,4 +1,4 @@
-"""Shared machinery of the simulated devices (ALGORITHMS.md sections 2 and 6).
+"""Shared machinery of the simulated devices (chapter 2; book/method.md, "Cost model" and "Devices").
 
 A :class:`Device` is a query-only black box ``y = A(w) x``. Training code may only use
 
@@ -133,9 +133,9 @@ class Device(torch.nn.Module):
 
     Notes
     -----
-    Counting follows ALGORITHMS.md section 2: :meth:`query` adds ``n`` queries for ``n`` input
-    vectors; :meth:`configure` adds one reconfiguration iff the written vector differs from the
-    one on the device. :meth:`query_batch` behaves exactly like the loop
+    Counting follows the book's cost model (chapter 2; book/method.md, "Cost model"): :meth:`query`
+    adds ``n`` queries for ``n`` input vectors; :meth:`configure` adds one reconfiguration iff the
+    written vector differs from the one on the device. :meth:`query_batch` behaves exactly like the loop
     ``for w in W: configure(w); query(X)`` (so ``M`` reconfigurations for ``M`` distinct sets).
     """
 

@@ -1,4 +1,4 @@
-"""Ideal matrix device: ``A = w.reshape(d_out, d_in)`` (ALGORITHMS.md section 6).
+"""Ideal matrix device: ``A = w.reshape(d_out, d_in)`` (chapter 2).
 
 The sanity case: with every option off, a hybrid network on this device must match the
 digital network. Models b-bit quantisation of each entry on ``[-1, 1]``, read-out noise and

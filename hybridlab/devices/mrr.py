@@ -1,4 +1,4 @@
-"""Microring resonator (MRR) weight bank (ALGORITHMS.md section 6).
+"""Microring resonator (MRR) weight bank (chapter 2).
 
 One ring per matrix entry (grid ``d_out x d_in``), ``w`` = nominal ring phases, ``p = d_out * d_in``.
 Through-port power transmission of an all-pass ring with round-trip amplitude ``a`` and
@@ -27,7 +27,7 @@ from .base import Device, neighbour_sum
 
 __all__ = ["MRR", "RING_PRESETS"]
 
-#: (a, r) presets: the default ring of ALGORITHMS.md and a 5 um ring.
+#: (a, r) presets: the book's default ring (chapter 2) and a 5 um ring.
 RING_PRESETS: dict[str, tuple[float, float]] = {"default": (0.8, 0.9), "5um": (0.925, 0.93)}
 
 

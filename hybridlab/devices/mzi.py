@@ -1,4 +1,4 @@
-"""Mach-Zehnder interferometer mesh in the Clements rectangular layout (ALGORITHMS.md section 6).
+"""Mach-Zehnder interferometer mesh in the Clements rectangular layout (chapter 2).
 
 The mesh acts on ``N = max(d_in, d_out)`` optical modes. It has ``N`` columns; column ``c`` holds
 MZIs on the mode pairs ``(0,1), (2,3), ...`` (``c`` even) or ``(1,2), (3,4), ...`` (``c`` odd), in

@@ -1,4 +1,4 @@
-"""Spatial light modulator with phase-only pixels (ALGORITHMS.md section 6).
+"""Spatial light modulator with phase-only pixels (chapter 2).
 
 ``A_ij = cos(phi_ij) / sqrt(d_in)`` with one pixel phase per matrix entry, ``w = phi``,
 ``p = d_out * d_in`` (pixel grid ``d_out x d_in``).

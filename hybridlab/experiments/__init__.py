@@ -94,6 +94,7 @@ from .zero_order import (
     intensity_query_at,
     oracle_gradient,
     scalar_query_at,
+    scheme_means,
     upstream_error_check,
     zo_cosine_grid,
 )
@@ -104,7 +105,8 @@ __all__ = [
     "Grid", "sample_image", "train_digits_mlp", "device_matrix", "rank_errors", "rank_approximations",
     "query_fits", "mrr_response", "entry_samples", "nonideality_effect", "step_cost", "oracle_gradient",
     "intensity_query_at", "cosine", "gaussian_smoothing_1d", "scalar_query_at", "finite_difference_errors",
-    "zo_cosine_grid", "compressed_batch_check", "upstream_error_check", "rank_r_path", "naive_dlra_step",
+    "zo_cosine_grid", "compressed_batch_check", "upstream_error_check", "scheme_means", "rank_r_path",
+    "naive_dlra_step",
     "integrator_errors", "small_singular_value_study", "sketch_error", "accumulated_sketch_error", "Trajectory",
     "regression_trajectory", "TrackResult", "track", "matched_rebuild_period", "tracking_sweep", "tracking_table",
     "CHAPTER_DEVICES", "CHAPTER_METHODS", "TARGETS", "compare_devices", "metric_scale", "comparison_rows",

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..devices import make_device
-from ..layer import BlackBoxLinear
+from ..layer import BlackBoxLinear, direct_feedback
 from ._common import DTYPE, _configured, _counts, _generator
 
 
@@ -94,6 +94,8 @@ def step_cost(method: str = "surrogate", device: str = "slm", d_in: int = 32, d_
         reconfigurations.
     """
     layer = BlackBoxLinear(d_in, d_out, device, method=method, seed=seed, dtype=DTYPE, **layer_options)
+    if method == "dfa":
+        direct_feedback(layer)  # the layer alone is the network: its output error is the upstream error
     dev = layer.physical
     g = _generator(seed)
     x = torch.randn(batch, d_in, generator=g, dtype=DTYPE).requires_grad_()

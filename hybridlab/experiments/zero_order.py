@@ -237,3 +237,42 @@ def upstream_error_check(device: str = "mzi", d_in: int = 8, d_out: int = 8, bat
     return {"relative difference dL/dw vs grad <f, V>": float((dL_dw - local).norm() / dL_dw.norm()),
             "cosine, hybrid estimator (uses V)": cosine(hybrid, dL_dw),
             "cosine, zero-order on the loss": cosine(direct, dL_dw)}
+
+
+def scheme_means(device: str = "slm", d_in: int = 8, d_out: int = 8, batch: int = 8, mu: float = 1.0,
+                 chunks: int = 40, chunk_samples: int = 50, seed: int = 0) -> dict[str, Any]:
+    """Mean and standard error of forward and central ZO estimates at a (large) step ``mu``.
+
+    Each scheme averages ``chunks * chunk_samples`` Gaussian directions, in ``chunks`` calls of
+    :func:`hybridlab.zo.zo_gradient` with ``chunk_samples`` directions each (their own directions
+    per scheme, independent). The mean of a scheme is the mean of its chunk estimates and its
+    standard error per coordinate is their standard deviation over ``sqrt(chunks)``.
+
+    Returns:
+        ``{"oracle": dL/dw (p,), "forward": {"mean", "se", "spread", "slope", "slope_se"}, "central":
+        {...}, "z": (p,), "smoothing": exp(-mu^2 / 2)}`` with ``z = (mean_forward - mean_central) /
+        sqrt(se_f^2 + se_c^2)`` per coordinate, ``spread`` the mean variance of one chunk estimate over
+        the coordinates, and ``slope`` the mean projected on the oracle gradient, ``m.o / o.o``, with
+        its standard error from the chunks' own projections (the errors of the coordinates are
+        correlated: along the gradient they are larger).
+        For an SLM, ``A_ij = cos(w_ij) / sqrt(d_in)`` and ``E cos(w + mu u) = exp(-mu^2/2) cos w``, so the
+        smoothed gradient that both schemes estimate is exactly ``exp(-mu^2/2)`` times the oracle's.
+    """
+    dev = _configured(device, d_in, d_out, seed)
+    w = dev.w.clone()
+    g = _generator(seed)
+    X = torch.randn(batch, d_in, generator=g, dtype=DTYPE)
+    V = torch.randn(batch, d_out, generator=g, dtype=DTYPE)
+    out: dict[str, Any] = {"oracle": oracle_gradient(dev, w, X, V), "smoothing": math.exp(-mu ** 2 / 2)}
+    for k, scheme in enumerate(("forward", "central")):
+        dg = _generator(1000 * seed + k + 1)
+        est = torch.stack([zo_gradient(dev.query_batch, w, X, V, samples=chunk_samples, mu=mu, scheme=scheme,
+                                       generator=dg) for _ in range(chunks)])
+        slopes = est @ out["oracle"] / (out["oracle"] @ out["oracle"])
+        out[scheme] = {"mean": est.mean(0), "se": est.std(0) / math.sqrt(chunks),
+                       "spread": float(est.var(0).mean()), "slope": float(slopes.mean()),
+                       "slope_se": float(slopes.std() / math.sqrt(chunks))}
+        dev.configure(w)
+    f, c = out["forward"], out["central"]
+    out["z"] = (f["mean"] - c["mean"]) / (f["se"].square() + c["se"].square()).sqrt()
+    return out
