@@ -17,8 +17,11 @@ The package computes; the book's chapters import it, show it and plot it. Where 
 * data-parallel training (torchrun, DDP) ............. :mod:`hybridlab.parallel`
 * data (offline first) and small models .............. :mod:`hybridlab.data`, :mod:`hybridlab.models`
 * per-task defaults, data loading, one training run .. :mod:`hybridlab.recipes`
+* hardware time per device kind, Pareto fronts ....... :mod:`hybridlab.hardware`
 * the computations behind the chapters' figures ...... :mod:`hybridlab.experiments` (one module per chapter)
 * figures and tables ................................. :mod:`hybridlab.plots`, :mod:`hybridlab.tables`
+* accuracy against hardware time (interactive) ....... :mod:`hybridlab.explorer`
+* graded assignments: release and grade .............. :mod:`hybridlab.assignments`
 * ``python -m hybridlab`` (argument parsing only) .... :mod:`hybridlab.cli`
 """
 

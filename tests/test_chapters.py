@@ -122,6 +122,8 @@ def test_tracking_table_matches_experiments(tmp_path_factory):
 DEVICE_CHAPTERS = {"07_vision.ipynb": "vision", "08_audio.ipynb": "audio", "09_text.ipynb": "text"}
 RESULTS_TAG = "results-table"
 SETTINGS_TAG = "settings-table"
+ROBUSTNESS_TAG = "robustness-table"  # the easy and hard data, read from benchmarks/results/robustness.jsonl
+CARRY_TAG = "carry-table"  # the network in which the device carries the computation, trained against frozen
 #: training code that must not appear in these chapters: every run goes through hybridlab.recipes.run
 FORBIDDEN = ("train_classifier", "train_language_model", "replace_linear", "BlackBoxLinear(", ".backward(",
              "optim.", "zero_grad")
@@ -150,7 +152,7 @@ def test_device_chapter_trains_only_through_the_cli_and_documents_reruns(path: P
     params = code[0].source
     assert re.search(r"^SEEDS\s*=\s*\(0,\s*1,\s*2\)", params, re.M), f"{path.name}: SEEDS must be (0, 1, 2)"
     assert re.search(r"^DEVICES\s*=\s*\(\"slm\",\s*\"mrr\",\s*\"mzi\",\s*\"ideal\"\)", params, re.M)
-    assert re.search(r"^METHODS\s*=\s*\(\"surrogate\",\s*\"static\"\)", params, re.M)
+    assert re.search(r"^METHODS\s*=\s*\(\"surrogate\",\s*\"static\",\s*\"frozen\"\)", params, re.M)
     sources = "\n".join(c.source for c in code)
     assert "ex.compare_devices(" in sources and "recipes.load_data(" in sources
     used = [f for f in FORBIDDEN if f in sources]
@@ -159,8 +161,9 @@ def test_device_chapter_trains_only_through_the_cli_and_documents_reruns(path: P
     task = DEVICE_CHAPTERS[path.name]
     assert f"python -m hybridlab train --task {task}" in markdown and "--data-dir" in markdown
     assert "{cite:p}" in markdown
-    for tag in (RESULTS_TAG, SETTINGS_TAG):
+    for tag in (RESULTS_TAG, SETTINGS_TAG, ROBUSTNESS_TAG, CARRY_TAG):
         assert sum(tag in c.metadata.get("tags", []) for c in code) == 1, f"{path.name}: one cell tagged {tag!r}"
+    assert "ROBUSTNESS" in params and "ex.show_robustness(ROBUSTNESS, TASK)" in sources
 
 
 @pytest.mark.slow
@@ -178,19 +181,27 @@ def test_device_chapter_tables_are_what_hybridlab_computes(path: Path, tmp_path_
 
     shown = _tagged_table(nb, SETTINGS_TAG)
     assert shown["task"] == task and shown["quick"] is True
-    assert shown["rows"] == ex.settings_table(task, tuple(shown["devices"]), quick=True)
+    assert shown["rows"] == ex.settings_table(task, tuple(shown["devices"]), quick=True,
+                                              differing_from=shown.get("differing_from"))
 
     table = _tagged_table(nb, RESULTS_TAG)
     config, rows = table["config"], table["rows"]
     assert config["task"] == task and config["quick"] is True and config["seeds"] == [0]
     assert set(config["runs"]) == {"slm", "mrr", "mzi", "ideal"}
     assert all("surrogate" in methods for methods in config["runs"].values())
-    assert all("static" in config["runs"][d] for d in ("slm", "mrr", "mzi"))
+    assert all({"static", "frozen"} <= set(config["runs"][d]) for d in ("slm", "mrr", "mzi"))
     expected = [("digital", "—")] + [(m, d) for d, methods in config["runs"].items() for m in methods]
     assert [(r["method"], r["device"]) for r in rows] == expected
     for r in rows:
         assert r["seeds"] == 1 and len(r["values"]) == 1 and r["std"] == 0.0
         assert (r["queries"] == 0) == (r["method"] == "digital") and r["reconfigurations"] >= 0
+
+    robust = _tagged_table(nb, ROBUSTNESS_TAG)  # the committed benchmark results, summarised by hybridlab
+    assert robust["task"] == task and robust["rows"] == json.loads(json.dumps(
+        ex.robustness_rows(ROOT / "benchmarks" / "results" / "robustness.jsonl", task)))
+    carry = _tagged_table(nb, CARRY_TAG)
+    trained = [(r["method"], r["device"]) for r in carry["rows"] if r["method"] != "digital"]
+    assert trained == [("surrogate", "mrr"), ("frozen", "mrr")] and carry["config"]["layer"] == "embed"
 
     threads = torch.get_num_threads()
     torch.set_num_threads(config["threads"])  # as in the chapter

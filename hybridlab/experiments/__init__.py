@@ -72,7 +72,7 @@ from .real_world import (
     upkeep_variants,
     zo_step_study,
 )
-from .report import ROBUSTNESS_METHODS, compare_to, report, robustness_rows, show_robustness
+from .report import ROBUSTNESS_METHODS, compare_to, linear_baseline, report, robustness_rows, show_robustness
 from .tasks import (
     CHAPTER_DEVICES,
     CHAPTER_METHODS,
@@ -100,7 +100,7 @@ from .zero_order import (
 )
 
 __all__ = [
-    "ROBUSTNESS_METHODS", "compare_to", "report", "robustness_rows", "show_robustness",
+    "ROBUSTNESS_METHODS", "compare_to", "linear_baseline", "report", "robustness_rows", "show_robustness",
     "BUDGET_UPKEEPS", "budget_grid", "budget_point", "upkeep_budget", "upkeep_phase_diagram", "wide_layer_table",
     "Grid", "sample_image", "train_digits_mlp", "device_matrix", "rank_errors", "rank_approximations",
     "query_fits", "mrr_response", "entry_samples", "nonideality_effect", "step_cost", "oracle_gradient",

@@ -21,7 +21,7 @@ import numpy as np
 
 from .tasks import TARGETS, check_targets, comparison_rows, metric_scale
 
-__all__ = ["ROBUSTNESS_METHODS", "compare_to", "report", "robustness_rows", "show_robustness"]
+__all__ = ["ROBUSTNESS_METHODS", "compare_to", "linear_baseline", "report", "robustness_rows", "show_robustness"]
 
 #: the training methods of the robustness benchmark, besides the digital network
 ROBUSTNESS_METHODS: tuple[str, ...] = ("oracle", "surrogate", "static", "frozen")
@@ -79,10 +79,12 @@ def report(results: Sequence[dict[str, Any]], config: dict[str, Any], *, title: 
     for c in check_targets(rows, task):
         print(f"  {c['device']:5s}: method {c['surrogate']:.2f}, digital {c['digital']:.2f} -> target "
               f"{'met' if c['meets_target'] else 'NOT met'}")
+    digits = 2 if metric == "accuracy" else 4  # points; bits per character
     for baseline in ("static", "frozen"):
         for c in compare_to(rows, "surrogate", baseline):
-            print(f"  {c['device']:5s}: method - {baseline} = {c['diff']:+.2f} (per seed "
-                  f"{', '.join(f'{v:+.2f}' for v in c['per_seed'])}; better on {c['better']} of {c['seeds']})")
+            print(f"  {c['device']:5s}: method - {baseline} = {c['diff']:+.{digits}f} (per seed "
+                  f"{', '.join(f'{v:+.{digits}f}' for v in c['per_seed'])}; better on {c['better']} of "
+                  f"{c['seeds']})")
     plots.learning_curves_figure(results, title=title or f"{config.get('data', task)}: validation metric during "
                                                           "training").show()
     plots.budget_figure([r for r in rows if r["method"] != "digital"] or rows[:1],
@@ -152,8 +154,22 @@ def _helped(row: dict[str, Any], method: str, text: bool) -> float | None:
     return 100 * (1 - row[method] / row["frozen"]) if text else row[method] - row["frozen"]
 
 
+def linear_baseline(data: Any, *, seed: int = 0) -> float:
+    """Test accuracy (%) of a logistic regression (scikit-learn) on a dataset's raw features.
+
+    How much room a task leaves: where a linear model on the inputs comes close to the network,
+    the comparison of training methods on it says little.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(max_iter=1000, random_state=seed)
+    model.fit(data.X_train.flatten(1).cpu().numpy(), data.y_train.cpu().numpy())
+    return 100 * float(model.score(data.X_test.flatten(1).cpu().numpy(), data.y_test.cpu().numpy()))
+
+
 def show_robustness(results: str | Path | Sequence[dict[str, Any]], task: str) -> list[dict[str, Any]]:
-    """Display :func:`robustness_rows` of one task as a table; returns the rows."""
+    """Display :func:`robustness_rows` of one task as a table, then per row what training the device
+    bought over the frozen device (the method and the oracle); returns the rows."""
     from .. import plots
 
     rows = robustness_rows(results, task)
@@ -169,4 +185,9 @@ def show_robustness(results: str | Path | Sequence[dict[str, Any]], task: str) -
     shown = [{k: "—" if r.get(k) is None else formats[k].format(r[k]) if k in formats else r[k] for k in cols}
              for r in rows]
     plots.show_table(shown, cols, data={"task": task, "rows": rows})
+    unit = "points" if acc else "% fewer bits"
+    for r in rows:
+        if r["trained_vs_frozen"] is not None and r["oracle_vs_frozen"] is not None:
+            print(f"{r['variant']:4s} {r['device']:3s}: training the device bought {r['trained_vs_frozen']:+.2f} "
+                  f"(the method), {r['oracle_vs_frozen']:+.2f} (the oracle) {unit} over the frozen device")
     return rows

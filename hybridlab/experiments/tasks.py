@@ -275,29 +275,35 @@ def check_targets(rows: Sequence[dict[str, Any]], task: str) -> list[dict[str, A
 
 
 def settings_table(task: str, devices: Sequence[str] = CHAPTER_DEVICES, method: str = "surrogate", *,
-                   quick: bool = False) -> list[dict[str, Any]]:
+                   quick: bool = False, differing_from: str | None = None) -> list[dict[str, Any]]:
     """The resolved training settings (:func:`hybridlab.recipes.settings`) of a task, one row each.
 
-    A setting that differs between devices (``lr_device``) is written ``"slm 0.07, mrr 0.01, ..."``.
+    A setting that differs between devices is written ``"slm 0.07, mrr 0.01, ..."``. With
+    ``differing_from`` (another task) only the settings whose value differs from that task's are
+    kept, each with that task's value under ``"other"``: what is specific to this task.
 
     Returns:
-        Rows ``{"setting", "value", "meaning"}`` in the order of :func:`hybridlab.recipes.settings`;
-        ``value`` is the setting itself (a number, string, bool or ``None``) or, when it differs
-        between devices, that string.
+        Rows ``{"setting", "value", "meaning"}`` (and ``"other"``) in the order of
+        :func:`hybridlab.recipes.settings`; ``value`` is the setting itself (a number, string, bool
+        or ``None``) or, when it differs between devices, that string.
     """
-    per_device = {d: recipes.settings(task, d, method, quick=quick) for d in devices}
-    if not per_device:
-        raise ValueError("devices is empty: give at least one device kind")
-    first = per_device[devices[0]]
-    rows = []
-    for key in first:
-        values = [per_device[d][key] for d in devices]
-        if all(v == values[0] for v in values):
-            value = values[0]
-        else:
-            value = ", ".join(f"{d} {v:g}" if isinstance(v, float) else f"{d} {v}" for d, v in zip(devices, values))
-        rows.append({"setting": key, "value": value, "meaning": recipes.MEANINGS[key]})
-    return rows
+    def resolved(task_: str) -> dict[str, Any]:
+        per_device = {d: recipes.settings(task_, d, method, quick=quick) for d in devices}
+        if not per_device:
+            raise ValueError("devices is empty: give at least one device kind")
+        out = {}
+        for key in per_device[devices[0]]:
+            values = [per_device[d][key] for d in devices]
+            out[key] = values[0] if all(v == values[0] for v in values) else ", ".join(
+                f"{d} {v:g}" if isinstance(v, float) else f"{d} {v}" for d, v in zip(devices, values))
+        return out
+
+    mine = resolved(task)
+    if differing_from is None:
+        return [{"setting": k, "value": v, "meaning": recipes.MEANINGS[k]} for k, v in mine.items()]
+    other = resolved(differing_from)
+    return [{"setting": k, "value": v, "other": other.get(k, "—"), "meaning": recipes.MEANINGS[k]}
+            for k, v in mine.items() if other.get(k, object()) != v]
 
 
 def surrogate_update_cost(task: str, data: Any, *, layer: str | None = None, quick: bool = False,
