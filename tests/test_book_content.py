@@ -109,3 +109,22 @@ def test_the_duplicate_count_sees_identical_cells(tmp_path: Path):
         nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), str(path))
         paths.append(path)
     assert sum((_normalised_code(paths[0]) & _normalised_code(paths[1])).values()) == 2
+
+
+# ------------------------------------------------------------------------ the chapters in JupyterLab
+def test_make_lab_opens_the_chapters_with_the_pinned_myst_extension():
+    """``make lab`` opens chapters/ in JupyterLab; jupyterlab-myst (which renders the MyST markup) is
+    pinned, and the installed version is the pinned one."""
+    import importlib.metadata
+
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s#]+)", (ROOT / "requirements.txt").read_text(), re.M))
+    assert "jupyterlab-myst" in pins, "requirements.txt must pin jupyterlab-myst"
+    makefile = (ROOT / "Makefile").read_text()
+    target = re.search(r"^lab:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert target and "jupyter lab chapters/" in target.group(1), "the Makefile needs a `lab` target opening chapters/"
+    assert "make lab" in (ROOT / "README.md").read_text()
+    try:
+        installed = importlib.metadata.version("jupyterlab-myst")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("jupyterlab-myst is not installed in this environment")
+    assert installed == pins["jupyterlab-myst"]
