@@ -128,3 +128,28 @@ def test_make_lab_opens_the_chapters_with_the_pinned_myst_extension():
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("jupyterlab-myst is not installed in this environment")
     assert installed == pins["jupyterlab-myst"]
+
+
+# ------------------------------------------------------------------------ a self-contained text
+def test_nothing_cites_a_notes_file_outside_the_repository():
+    """The book, the package, the tests and the benchmarks stand alone: no reference to the background
+    notes the project started from (the method page of the book holds what they held)."""
+    name = "algorithms" + ".md"  # spelled in two parts, so that this file does not match itself
+    skip_dirs = {".git", "_build", ".venv", "mutants", "node_modules", "__pycache__", ".ipynb_checkpoints"}
+    hits = []
+    for path in ROOT.rglob("*"):
+        if not path.is_file() or skip_dirs & set(path.relative_to(ROOT).parts):
+            continue
+        if path.suffix not in (".py", ".md", ".ipynb", ".txt", ".toml", ".yml", ".yaml", ".cfg", ".bib", ""):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if name in text.lower():
+            hits.append(path.relative_to(ROOT))
+    pending = [p for p in hits if p.name in RESTRUCTURED]
+    others = [p for p in hits if p.name not in RESTRUCTURED]
+    assert not others, f"files that cite {name}, a file outside the repository: {others}"
+    if pending:
+        pytest.xfail(f"chapters 7-9 restructured on main (still citing {name}: {pending})")
