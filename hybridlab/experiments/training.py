@@ -192,7 +192,7 @@ def change_spectrum(A0: Tensor, A1: Tensor, rank: int) -> dict[str, Any]:
     the reference for "no structure"), "relative_change": ||dA||_F / ||A0||_F}``.
     """
     dA = (A1 - A0).to(DTYPE)
-    s = torch.linalg.svdvals(dA).numpy()
+    s = torch.linalg.svdvals(dA).cpu().numpy()
     energy = np.cumsum(s ** 2) / np.sum(s ** 2)
     G = torch.randn(dA.shape, generator=_generator(0), dtype=DTYPE)
     g = torch.linalg.svdvals(G).numpy()
