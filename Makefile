@@ -1,13 +1,14 @@
 # The two commands of the README:
 #   make book   builds the book, executing every chapter (creates .venv first)
 #   make test   runs the whole test suite (same bootstrap)
+#   make lab    opens the chapters in JupyterLab (same bootstrap), MyST markup rendered by jupyterlab-myst
 #   make mutation  mutation testing of the method and the device physics (long; not part of make test)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: book book-clean course test mutation venv bench clean
+.PHONY: book book-clean course test lab mutation venv bench clean
 
 # Executions are cached (_config.yml: execute_notebooks: cache), keyed by each chapter's code:
 # a rebuild re-executes only the chapters whose code changed. The cache cannot see the package,
@@ -38,6 +39,11 @@ course: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The chapters as a student works with them: live widgets, and the admonitions, citations and
+# exercises rendered by the jupyterlab-myst extension of requirements.txt.
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab chapters/
 
 # mutmut plants one bug at a time in zo, sketch, lowrank, surrogate, layer and devices/ and runs the
 # fast unit tests that reach the mutated function ([tool.mutmut] in pyproject.toml), one process at

@@ -15,6 +15,7 @@ Everything is seeded (same arguments, same numbers) and runs in float64 unless s
 * :mod:`~hybridlab.experiments.physics` -- chapter 2, physical layers as black boxes;
 * :mod:`~hybridlab.experiments.zero_order` -- chapter 3, zero-order optimization;
 * :mod:`~hybridlab.experiments.dlra` -- chapter 4, dynamical low-rank approximation;
+* :mod:`~hybridlab.experiments.training` -- chapter 5, the training recipe and measurements during training;
 * :mod:`~hybridlab.experiments.budget` -- chapter 6, rank and query budget;
 * :mod:`~hybridlab.experiments.report` -- the reporting the task chapters share;
 * :mod:`~hybridlab.experiments.tasks` -- the vision, audio and text chapters (every run is one
@@ -86,6 +87,15 @@ from .tasks import (
     settings_table,
     surrogate_update_cost,
 )
+from .training import (
+    LAYER_SETTINGS,
+    TrainingProbe,
+    TrainingTrace,
+    adam_on_zo,
+    change_spectrum,
+    recipe_run,
+    training_measurements,
+)
 from .zero_order import (
     compressed_batch_check,
     cosine,
@@ -114,4 +124,6 @@ __all__ = [
     "EFFECTS", "TOGETHER", "comparison_methods", "effect_variants", "equal_time_rows", "front_verdict",
     "hardware_rows", "killed_and_resumed", "method_description", "plan", "same_numbers", "served_comparison",
     "smallest_good_step", "summary_rows", "train_many", "upkeep_variants", "zo_step_study",
+    "LAYER_SETTINGS", "TrainingProbe", "TrainingTrace", "adam_on_zo", "change_spectrum", "recipe_run",
+    "training_measurements",
 ]
