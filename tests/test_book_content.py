@@ -26,8 +26,6 @@ SCRATCH_TAG, CHECK_TAG = "from-scratch", "scratch-check"
 PACKAGE_NAMES = ("hybridlab", "zo_gradient", "ksl_step", "projector_splitting_step", "sketched_transpose",
                  "forward_upkeep", "BlackBoxLinear", "_BlackBoxFunction", "ex.")
 MAX_SHARED = 3
-#: chapter pairs restructured on another branch (their shared reporting cells move into one helper)
-RESTRUCTURED = {"07_vision.ipynb", "08_audio.ipynb", "09_text.ipynb"}
 
 
 def _code(nb) -> list:
@@ -81,13 +79,7 @@ def _normalised_code(path: Path) -> Counter:
 
 
 def _chapter_pairs() -> list:
-    pairs = []
-    for a, b in itertools.combinations(CHAPTERS, 2):
-        marks = ()
-        if a.name in RESTRUCTURED and b.name in RESTRUCTURED:
-            marks = (pytest.mark.xfail(strict=False, reason="chapters 7-9 restructured on main"),)
-        pairs.append(pytest.param(a, b, id=f"{a.stem}-{b.stem}", marks=marks))
-    return pairs
+    return [pytest.param(a, b, id=f"{a.stem}-{b.stem}") for a, b in itertools.combinations(CHAPTERS, 2)]
 
 
 @pytest.mark.parametrize("a, b", _chapter_pairs())
@@ -148,8 +140,4 @@ def test_nothing_cites_a_notes_file_outside_the_repository():
             continue
         if name in text.lower():
             hits.append(path.relative_to(ROOT))
-    pending = [p for p in hits if p.name in RESTRUCTURED]
-    others = [p for p in hits if p.name not in RESTRUCTURED]
-    assert not others, f"files that cite {name}, a file outside the repository: {others}"
-    if pending:
-        pytest.xfail(f"chapters 7-9 restructured on main (still citing {name}: {pending})")
+    assert not hits, f"files that cite {name}, a file outside the repository: {hits}"
