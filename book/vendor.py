@@ -26,6 +26,7 @@ Usage:  python book/vendor.py [--force]
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -213,12 +214,36 @@ def vendor_plotly(force: bool) -> bool:
     return True
 
 
+#: a Font Awesome @font-face rule of the embedder's bundled CSS that points at ``../webfonts/`` (a folder
+#: the package does not ship): the same families and weights are also declared with the bundled
+#: (hashed) font files, so these rules only make the browser request missing files
+_UNBUNDLED_FONT_FACE = re.compile(r"@font-face\{[^{}]*\.\./webfonts/[^{}]*\}")
+
+
+def drop_unbundled_font_faces() -> int:
+    """Remove the embedder's @font-face rules whose fonts the package does not ship (idempotent).
+
+    Without this, every page with a widget asks for ``../webfonts/fa-*.woff2`` and gets a 404,
+    although the icons render from the bundled copies. Returns the number of rules removed.
+    """
+    path = VENDOR / "html-manager" / "embed-amd.js"
+    if not path.is_file():
+        return 0
+    text = path.read_text(encoding="utf-8")
+    cleaned, n = _UNBUNDLED_FONT_FACE.subn("", text)
+    if n:
+        path.write_text(cleaned, encoding="utf-8")
+        _log(f"html-manager: removed {n} @font-face rules that point at fonts the package does not ship")
+    return n
+
+
 def main(argv: list[str]) -> int:
     force = "--force" in argv
     VENDOR.mkdir(parents=True, exist_ok=True)
     try:
         ok_plotly = vendor_plotly(force)
         ok_npm = vendor_npm(force)
+        drop_unbundled_font_faces()
     except Exception as err:  # never fail the build because of the offline assets
         _log(f"WARNING: vendoring failed ({type(err).__name__}: {err}); CDN fallback")
         return 0

@@ -256,7 +256,11 @@ def test_top_level_page_formulas(built_book):
     html, browser = built_book
     dom = _run_chromium(browser, (html / "index.html").as_uri(), "--dump-dom")
     _check_math(dom, "index.html")
-    assert "Chertkov" in _visible_text(dom), "citation not rendered author-year"
+    # numbered citations (bibtex_reference_style: label): "[1]", a link into the bibliography whose
+    # title holds the reference
+    cite = re.search(r'\[<a class="reference internal" href="bibliography\.html#[^"]+" title="([^"]*)">(\d+)</a>\]',
+                     dom)
+    assert cite and "Chertkov" in cite.group(1), "citation not rendered as a numbered link to the bibliography"
 
 
 @pytest.mark.slow
@@ -320,3 +324,51 @@ def _read_png(path: Path):
         import matplotlib.image as mpimg
 
         return np.asarray(mpimg.imread(path))[..., :3]
+
+
+#: what a progress bar leaves in a page (tqdm's text bar, or its widget's bar)
+PROGRESS_MARKS = ("it/s]", "s/it]", "█", 'class="progress"', "<progress")
+
+
+@pytest.mark.slow
+def test_page_fits_its_column_loads_everything_and_shows_no_progress_bar(built_book):
+    """As a reader at 1400 px sees the chapter: no code cell or output reaches past the text column or
+    hides a part of its line behind a scroll bar, no image, style sheet or font fails to load, and no
+    progress bar of the build is left."""
+    html, browser = built_book
+    page = html / (CHAPTER_WITH_SLIDER.rsplit(".", 1)[0] + ".html")
+    source = page.read_text(encoding="utf-8")
+    left = [m for m in PROGRESS_MARKS if m in source]
+    assert not left, f"{page.name}: a progress bar of the build is in the page ({left})"
+
+    probe = page.with_name("_width_" + page.name)
+    script = """<script>window.addEventListener('load', function () { setTimeout(function () {
+      var col = document.querySelector('main article, article.bd-article, #main-content');
+      var right = col.getBoundingClientRect().right;
+      var wide = [];
+      document.querySelectorAll('.cell_input pre, .cell_output pre, .cell_output .output, .cell_output table')
+        .forEach(function (e) { var r = e.getBoundingClientRect();
+          var over = Math.max(r.right - right, e.scrollWidth - e.clientWidth);
+          if (r.width > 0 && over > 1) wide.push(e.tagName + ':' + Math.round(over)); });
+      var failed = [];
+      document.querySelectorAll('img').forEach(function (i) {
+        if (i.complete && i.naturalWidth === 0) failed.push('img ' + i.getAttribute('src')); });
+      document.querySelectorAll('link[rel=stylesheet]').forEach(function (l) {
+        if (!l.sheet) failed.push('css ' + l.getAttribute('href')); });
+      var faces = {};  // a font is missing when every face declared for its family and weight failed
+      document.fonts.forEach(function (f) { var k = f.family + ' ' + f.weight;
+        faces[k] = (faces[k] || []).concat([f.status]); });
+      Object.keys(faces).forEach(function (k) {
+        if (faces[k].every(function (s) { return s === 'error'; })) failed.push('font ' + k); });
+      document.title = JSON.stringify({wide: wide.slice(0, 10), n: wide.length, failed: failed});
+    }, 1500); });</script>"""
+    probe.write_text(source.replace("</body>", script + "</body>"), encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        proc = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,900",
+                               "--dump-dom", probe.as_uri()],
+                              capture_output=True, text=True, timeout=90)
+    m = re.search(r"<title>(\{.*?\})</title>", proc.stdout)
+    assert m, "the width probe did not run"
+    widths = json.loads(m.group(1))
+    assert widths["n"] == 0, f"{widths['n']} code cells or outputs reach past the column (px over): {widths['wide']}"
+    assert not widths["failed"], f"requests that failed (images, style sheets, fonts): {widths['failed']}"
