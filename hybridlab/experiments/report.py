@@ -68,7 +68,8 @@ def report(results: Sequence[dict[str, Any]], config: dict[str, Any], *, title: 
     plots.show_table(rows, {"run": "run", "seeds": "seeds", "mean": unit, "std": "± std", "gap": gap,
                             "queries": "queries / run", "reconfigurations": "reconfigurations / run",
                             "seconds": "s / run"},
-                     {"mean": "{:.2f}" if metric == "accuracy" else "{:.4f}", "std": "{:.2f}",
+                     {"mean": "{:.2f}" if metric == "accuracy" else "{:.4f}",
+                      "std": "{:.2f}" if metric == "accuracy" else "{:.4f}",
                       "gap": "{:+.2f}" if metric == "accuracy" else "{:+.4f}", "queries": "{:,.0f}",
                       "reconfigurations": "{:,.0f}", "seconds": "{:.1f}"},
                      data={"config": config, "rows": rows})
@@ -76,10 +77,10 @@ def report(results: Sequence[dict[str, Any]], config: dict[str, Any], *, title: 
     kind, margin = TARGETS[task]
     what = f"at most {margin:g} points below digital" if kind == "points" else f"at most {margin:g} x digital's bits"
     print(f"target: the method {what} on average" + (" (not meant for QUICK runs)" if config.get("quick") else ""))
-    for c in check_targets(rows, task):
-        print(f"  {c['device']:5s}: method {c['surrogate']:.2f}, digital {c['digital']:.2f} -> target "
-              f"{'met' if c['meets_target'] else 'NOT met'}")
     digits = 2 if metric == "accuracy" else 4  # points; bits per character
+    for c in check_targets(rows, task):
+        print(f"  {c['device']:5s}: method {c['surrogate']:.{digits}f}, digital {c['digital']:.{digits}f} -> target "
+              f"{'met' if c['meets_target'] else 'NOT met'}")
     for baseline in ("static", "frozen"):
         for c in compare_to(rows, "surrogate", baseline):
             print(f"  {c['device']:5s}: method - {baseline} = {c['diff']:+.{digits}f} (per seed "
