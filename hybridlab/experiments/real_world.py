@@ -361,8 +361,6 @@ _DESCRIPTIONS = {
 
 def method_description(method: str) -> str:
     """One line on what ``method`` (a name of :data:`hybridlab.layer.METHODS`) does."""
-    if method == "dfa" and "fa" not in METHODS:  # before true DFA was added, 'dfa' named feedback alignment
-        return "feedback alignment: a fixed random matrix in place of A^T (this version's 'dfa')"
     base = method.split(" (")[0]
     return _DESCRIPTIONS.get(base, base)
 
