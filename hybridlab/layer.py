@@ -242,9 +242,15 @@ class BlackBoxLinear(nn.Module):
         resonance or an MZI phase, which acts on a whole column: 5-15), read from the device like
         everything else.
 
-        Cost: ``samples + 1`` configurations and ``(samples + 1) n`` queries for ``n`` inputs.
-        The signs come from a generator of their own (``seed + 3``): the layer's random stream is
-        untouched.
+        A device that does not resolve a step of ``delta`` (phases quantised to a few bits: no output
+        moves) is measured again with a ten times larger step, up to one radian.
+
+        Cost: ``samples + 1`` configurations and ``(samples + 1) n`` queries for ``n`` inputs (per step
+        size tried). The signs come from a generator of their own (``seed + 3``): the layer's random
+        stream is untouched.
+
+        Raises:
+            ValueError: no output moves even at a step of one radian (or ``delta``, if larger).
         """
         checks.positive_number(delta, "delta", "the sensitivity's parameter step, e.g. 1e-2")
         samples = checks.count(samples, "samples", what="random sign directions")
@@ -254,11 +260,20 @@ class BlackBoxLinear(nn.Module):
         u = random_rows(samples, self.physical.p, "rademacher", generator=g, dtype=self.w.dtype,
                         torch_device=self.w.device)
         w = self.w.detach()
-        with self._step_context():
-            Y = self.physical.query_batch(torch.cat([w[None], w + delta * u]), x)
-        change = (Y[1:] - Y[0]).flatten(1).norm(dim=1) / (delta * Y[0].norm().clamp_min(1e-30))
+        step = float(delta)
+        while True:
+            with self._step_context():
+                Y = self.physical.query_batch(torch.cat([w[None], w + step * u]), x)
+            kappa = float(((Y[1:] - Y[0]).flatten(1).norm(dim=1) / (step * Y[0].norm().clamp_min(1e-30))).mean())
+            if kappa > 0 or step * 10 > max(1.0, delta):
+                break
+            step *= 10  # the device does not resolve this step (e.g. coarsely quantised phases)
         self.physical.configure(w)
-        return float(change.mean())
+        if not kappa > 0:
+            raise ValueError(f"the {self.physical.name} device's outputs do not change when every parameter moves "
+                             f"by {step:g}: its sensitivity cannot be measured, so set the device learning rate "
+                             "yourself (lr_device, --lr-device)")
+        return kappa
 
     def sync(self) -> None:
         """Configure the device at ``w`` and bring the surrogate up to date (if ``w`` moved)."""

@@ -39,6 +39,15 @@ def show_source(obj, docstring: bool = False) -> None:
     display(Markdown(f"`{module}.{name}`\n\n```python\n{src.rstrip()}\n```"))
 
 
+#: What a missing value (``None``) shows as in a table.
+MISSING = "—"
+
+
+def _format(value, fmt: str) -> str:
+    """``fmt.format(value)``, or :data:`MISSING` for ``None``."""
+    return MISSING if value is None else fmt.format(value)
+
+
 def _table_columns(rows, columns, formats) -> tuple[dict, dict]:
     """``({key: header}, {key: format})`` of a table (default columns: the keys of the first row)."""
     if columns is None:
@@ -54,7 +63,8 @@ def markdown_table(rows, columns=None, formats=None) -> str:
     Args:
         rows: list of dicts (one per row).
         columns: ``{key: header}`` or a list of keys (default: the keys of the first row).
-        formats: ``{key: format string}``, e.g. ``{"ratio": "{:.3f}"}``.
+        formats: ``{key: format string}``, e.g. ``{"ratio": "{:.3f}"}``; a value ``None`` shows as
+            :data:`MISSING`.
     """
     if not rows:
         return ""
@@ -62,7 +72,7 @@ def markdown_table(rows, columns=None, formats=None) -> str:
     head = "| " + " | ".join(columns.values()) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
     def cell(k, row) -> str:
-        return formats.get(k, "{}").format(row[k]).replace("|", "\\|")
+        return _format(row[k], formats.get(k, "{}")).replace("|", "\\|")
 
     body = ["| " + " | ".join(cell(k, r) for k in columns) + " |" for r in rows]
     return "\n".join([head, rule, *body])
@@ -80,12 +90,13 @@ def html_table(rows, columns=None, formats=None) -> str:
     if not rows:
         return ""
     columns, formats = _table_columns(rows, columns, formats)
-    align = {k: "right" if all(isinstance(r[k], numbers.Number) for r in rows) else "left" for k in columns}
+    align = {k: "right" if all(isinstance(r[k], numbers.Number) or r[k] is None for r in rows) else "left"
+             for k in columns}
     cell = "padding: 0.25em 0.9em; text-align: {};"
     head = "".join(f'<th style="{cell.format(align[k])} border-bottom: 1px solid #999;">{html.escape(str(h))}</th>'
                    for k, h in columns.items())
     body = "".join(
-        "<tr>" + "".join(f'<td style="{cell.format(align[k])}">{html.escape(formats.get(k, "{}").format(r[k]))}</td>'
+        "<tr>" + "".join(f'<td style="{cell.format(align[k])}">{html.escape(_format(r[k], formats.get(k, "{}")))}</td>'
                          for k in columns) + "</tr>"
         for r in rows)
     return (f'<table class="hybridlab-table" style="border-collapse: collapse; margin: 0.5em 0;">'

@@ -261,3 +261,50 @@ def test_budget_explorer_figure_shows_what_a_fresh_run_of_a_grid_point_gives(tmp
     assert fresh["accuracy_pct"] == pytest.approx(point["accuracy_pct"], rel=1e-9)
     assert (fresh["queries"], fresh["reconfigurations"]) == (point["queries"], point["reconfigurations"])
     assert highlights[-1]["x"][0] == pytest.approx(fresh["hardware_s"][table["device"]], rel=1e-12)
+
+
+# ------------------------------------------------------------------------ chapter 10: real-world effects
+REAL_WORLD_CHAPTER = "10_real_world.ipynb"
+
+
+@pytest.mark.slow
+def test_real_world_chapter_shows_what_hybridlab_computes(tmp_path_factory):
+    """The QUICK run's effects table has every effect the Done-when names on every device kind, with the
+    recommended step under read-out noise, and a row that a fresh recipes.run repeats; the drift table
+    has the static surrogate and every upkeep; the hardware-time figure is interactive (plotly) with
+    every method."""
+    path = ROOT / "chapters" / REAL_WORLD_CHAPTER
+    if not path.is_file():
+        pytest.skip(f"{REAL_WORLD_CHAPTER} does not exist")
+    import torch
+
+    from hybridlab import experiments as ex
+    from hybridlab import recipes
+
+    nb, _ = _run_quick(path, tmp_path_factory.mktemp("chapters"))
+    effects = _tagged_table(nb, "effects-table")
+    assert effects["quick"] is True
+    rows = {(r["device"], r["label"]): r for r in effects["rows"]}
+    for device in ("slm", "mrr", "mzi"):
+        for label in ("none", "read-out noise", "read-out noise, μ / 10", "8-bit phases", "4-bit phases",
+                      "2-bit phases"):
+            assert (device, label) in rows, (device, label)
+        mu = recipes.recommended_mu(effects["noise"], recipes.settings("vision")["mu"])
+        assert rows[(device, "read-out noise")]["mu"] == mu and mu > recipes.settings("vision")["mu"]
+        assert rows[(device, "read-out noise, μ / 10")]["mu"] == pytest.approx(mu / 10, rel=1e-12)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(effects["threads"])  # as in the chapter
+    try:
+        fresh = recipes.run("vision", "mrr", "surrogate", seed=0, quick=True,
+                            device_options={"noise": effects["noise"]})
+    finally:
+        torch.set_num_threads(threads)
+    row = rows[("mrr", "read-out noise")]
+    assert row["values"][0] == pytest.approx(100 * fresh["accuracy"], rel=1e-9)
+    assert (row["queries"], row["reconfigurations"]) == (fresh["queries"], fresh["reconfigurations"])
+
+    drift = _tagged_table(nb, "drift-table")
+    assert [r["label"] for r in drift["rows"]] == list(ex.upkeep_variants(drift["drift"]))
+    fig = _plotly_figure(nb, "hardware-figure")
+    assert set(ex.comparison_methods()) <= {t.get("name") for t in fig["data"]}

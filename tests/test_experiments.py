@@ -333,6 +333,9 @@ def test_markdown_table_and_show_table(monkeypatch):
     assert set(bundle) == {"text/html", "text/markdown", "text/plain"}  # nothing the book cannot render
     assert "<td" in bundle["text/html"] and "<table" in plots.html_table([{"a": "<b>"}])
     assert "&lt;b&gt;" in plots.html_table([{"a": "<b>"}])
+    missing = [{"a": None, "b": 1.0}]  # a missing value shows as a dash, whatever the column's format
+    assert plots.markdown_table(missing, formats={"a": "{:.2f}"}).splitlines()[-1] == "| — | 1.0 |"
+    assert "—" in plots.html_table(missing, formats={"a": "{:.2f}"})
 
 
 def test_show_source_drops_the_docstring(monkeypatch):

@@ -51,6 +51,23 @@ def test_sensitivity_of_the_ideal_device_is_the_closed_form():
     assert layer.physical.reconfigurations >= 1 and torch.equal(layer.physical.w, layer.w.detach())
 
 
+def test_sensitivity_of_a_coarsely_quantised_device_takes_a_step_it_resolves():
+    """2-bit ring phases near resonance all sit on one level: a 0.01 rad step moves no output, so the
+    step grows tenfold until one does; a device that never responds is a clear error, not a zero."""
+    from hybridlab.layer import BlackBoxLinear
+
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    writes = {}
+    for bits in (None, 2):
+        layer = BlackBoxLinear(8, 8, "mrr", rank=2, seed=0, device_options={"bits": bits} if bits else None)
+        assert layer.sensitivity(x, delta=1e-2, samples=2) > 0
+        assert torch.equal(layer.physical.w, layer.w.detach())
+        writes[bits] = layer.physical.reconfigurations
+    assert writes[2] > writes[None]  # the quantised ring needed larger steps: more parameter sets written
+    with pytest.raises(ValueError, match="lr_device"):
+        BlackBoxLinear(8, 8, "mrr", rank=2, seed=0, device_options={"bits": 1}).sensitivity(x)
+
+
 def test_device_rates_give_every_device_the_same_relative_change_per_step():
     from hybridlab.train import black_box_layers, device_rates
 

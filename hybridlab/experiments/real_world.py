@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,14 +148,22 @@ def _run_job(job: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> d
     job = dict(job)
     label = job.pop("label", None)
     given = data if data is not None else _WORKER_DATA
-    result = recipes.run(data=given.get(job["task"]), **job)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", recipes.SettingWarning)
+        result = recipes.run(data=given.get(job["task"]), **job)
     result["label"] = label
+    result["warnings"] = [str(w.message) for w in caught if issubclass(w.category, recipes.SettingWarning)]
+    for w in caught:  # any other warning goes on as it came
+        if not issubclass(w.category, recipes.SettingWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return result
 
 
 def train_many(jobs: Sequence[Mapping[str, Any]], *, data: Mapping[str, Any] | None = None, workers: int = 1,
                progress: bool = False) -> list[dict[str, Any]]:
-    """``recipes.run(**job)`` for every job, results in job order, each with the job's ``label``.
+    """``recipes.run(**job)`` for every job, results in job order, each with the job's ``label`` and the
+    messages of the :class:`hybridlab.recipes.SettingWarning` s the run raised (``warnings``: a list,
+    here and in worker processes alike, instead of a warning per run).
 
     Args:
         jobs: keyword arguments of :func:`hybridlab.recipes.run` (``task``, ``device``, ``method``,
@@ -361,8 +370,6 @@ _DESCRIPTIONS = {
 
 def method_description(method: str) -> str:
     """One line on what ``method`` (a name of :data:`hybridlab.layer.METHODS`) does."""
-    if method == "dfa" and "fa" not in METHODS:  # before true DFA was added, 'dfa' named feedback alignment
-        return "feedback alignment: a fixed random matrix in place of A^T (this version's 'dfa')"
     base = method.split(" (")[0]
     return _DESCRIPTIONS.get(base, base)
 
