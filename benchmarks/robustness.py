@@ -19,9 +19,10 @@ import argparse
 import itertools
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
+
+from resumable import load, run_missing
 
 RESULTS = Path(__file__).with_name("results") / "robustness.jsonl"
 SETTINGS = (("vision", "easy"), ("vision", "hard"), ("audio", "easy"), ("audio", "hard"), ("text", "easy"))
@@ -60,18 +61,6 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             "hybridlab_version": r["hybridlab_version"]}
 
 
-def load(path: Path = RESULTS) -> list[dict[str, Any]]:
-    """Every result line of ``path`` (the last one of each job, if a job was run twice)."""
-    if not path.is_file():
-        return []
-    by = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            by[key(r)] = r
-    return list(by.values())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one PyTorch thread each)")
@@ -80,20 +69,12 @@ def main() -> None:
     parser.add_argument("--summary", action="store_true", help="only print the table of the results file")
     args = parser.parse_args()
     if not args.summary:
-        done = {key(r) for r in load(args.out)}
-        todo = [j for j in jobs(args.only) if key(j) not in done]
-        todo.sort(key=lambda j: (j["task"] != "text", j["variant"] != "hard"))  # the long runs first
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        print(f"{len(todo)} runs to do ({len(done)} already in {args.out})", flush=True)
-        with ProcessPoolExecutor(args.jobs) as pool, args.out.open("a") as out:
-            for n, future in enumerate(as_completed([pool.submit(run_one, j) for j in todo]), 1):
-                r = future.result()
-                out.write(json.dumps(r) + "\n")
-                out.flush()
-                print(f"[{n}/{len(todo)}] {key(r)} test {r['test']:.4f} ({r['seconds']:.0f} s)", flush=True)
+        todo = sorted(jobs(args.only), key=lambda j: (j["task"] != "text", j["variant"] != "hard"))  # long first
+        run_missing(todo, key, run_one, args.out, args.jobs,
+                    lambda r: f"{key(r)} test {r['test']:.4f} ({r['seconds']:.0f} s)")
     from hybridlab.experiments import robustness_rows
 
-    for row in robustness_rows(load(args.out)):
+    for row in robustness_rows(load(args.out, key)):
         print(json.dumps(row))
 
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
+
+from resumable import load, run_missing
 
 RESULTS = Path(__file__).with_name("results") / "upkeep.jsonl"
 DEVICES = ("slm", "mrr", "mzi")
@@ -109,21 +109,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS, help="results, one JSON line per run (appended)")
     ap.add_argument("--summary", action="store_true", help="only print the table of the results file")
     args = ap.parse_args()
-    done = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()] \
-        if args.out.is_file() else []
-    if not args.summary:
-        have = {key(r) for r in done}
-        todo = [j for j in jobs() if key(j) not in have]
-        print(f"{len(todo)} runs to do ({len(have)} in {args.out})", flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with ProcessPoolExecutor(args.jobs) as pool, args.out.open("a") as fh:
-            for fut in as_completed([pool.submit(run_one, j) for j in todo]):
-                r = fut.result()
-                fh.write(json.dumps(r) + "\n")
-                fh.flush()
-                done.append(r)
-                print(f"{r['device']:5s} {r['upkeep']!s:8s} noise {r['noise']:.2f} seed {r['seed']}: "
-                      f"{r['test']:.2f} % ({r['seconds']:.0f} s)", flush=True)
+    if args.summary:
+        done = load(args.out, key)
+    else:
+        done = run_missing(jobs(), key, run_one, args.out, args.jobs,
+                           lambda r: f"{r['device']:5s} {r['upkeep']!s:8s} noise {r['noise']:.2f} seed {r['seed']}: "
+                                     f"{r['test']:.2f} % ({r['seconds']:.0f} s)")
     print_summary(done)
 
 
