@@ -30,6 +30,8 @@ ROBUSTNESS_METHODS: tuple[str, ...] = ("oracle", "surrogate", "static", "frozen"
 def compare_to(rows: Sequence[dict[str, Any]], method: str, baseline: str) -> list[dict[str, Any]]:
     """Per device, ``method`` against ``baseline`` seed by seed (same seed: same weights, device, batches).
 
+    ``rows`` are :func:`comparison_rows` rows (they carry the metric, which says which way is better).
+
     Returns:
         ``{"device", "diff" (mean of the per-seed differences, table units, positive = ``method``
         better), "per_seed", "better" (seeds where ``method`` is better), "seeds"}`` per device with both.
@@ -40,7 +42,7 @@ def compare_to(rows: Sequence[dict[str, Any]], method: str, baseline: str) -> li
         if r["method"] != method or (baseline, r["device"]) not in by:
             continue
         base = by[(baseline, r["device"])]
-        sign = 1.0 if r.get("metric", "accuracy") == "accuracy" else -1.0  # fewer bits is better
+        sign = 1.0 if r["metric"] == "accuracy" else -1.0  # fewer bits is better
         diff = sign * (np.asarray(r["values"]) - np.asarray(base["values"]))
         out.append({"device": r["device"], "diff": float(diff.mean()), "per_seed": diff.tolist(),
                     "better": int((diff > 0).sum()), "seeds": len(diff)})
@@ -58,8 +60,6 @@ def report(results: Sequence[dict[str, Any]], config: dict[str, Any], *, title: 
 
     rows = comparison_rows(results)
     metric = results[0]["metric"]
-    for row in rows:
-        row["metric"] = metric
     unit = "test accuracy (%)" if metric == "accuracy" else "bits per character"
     gap = "vs digital (points)" if metric == "accuracy" else "vs digital (bits)"
     seeds = config.get("seeds", [])

@@ -193,15 +193,15 @@ def comparison_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             :func:`compare_devices`), all of one task.
 
     Returns:
-        Rows ``{"run", "method", "device", "seeds", "values", "mean", "std", "gap", "ratio",
-        "queries", "reconfigurations", "steps", "seconds"}``, digital first, then in order of first
-        appearance. ``values`` are the metrics of the seeds (in the order given; accuracy in %,
-        bits per character as is), ``mean`` and ``std`` their ``np.mean`` and ``np.std`` (the
-        population formula, ``ddof=0``). ``gap`` is ``mean`` minus digital's mean, ``ratio`` is
-        ``mean`` over digital's mean (both ``None`` without a digital run). ``queries``,
-        ``reconfigurations`` (device totals of one run: training and evaluation), ``steps``
-        (optimizer steps of one run) and ``seconds`` (wall time of one run) are means over the
-        seeds; ``device`` is ``"—"`` for digital.
+        Rows ``{"run", "method", "device", "metric", "seeds", "values", "mean", "std", "gap", "ratio",
+        "queries", "reconfigurations", "steps", "seconds"}`` (``metric``: the results' metric name), digital
+        first, then in order of first appearance. ``values`` are the metrics of the seeds (in the order
+        given; accuracy in %, bits per character as is), ``mean`` and ``std`` their ``np.mean`` and
+        ``np.std`` (the population formula, ``ddof=0``). ``gap`` is ``mean`` minus digital's mean, ``ratio``
+        is ``mean`` over digital's mean (both ``None`` without a digital run). ``queries``,
+        ``reconfigurations`` (device totals of one run: training and evaluation), ``steps`` (optimizer steps
+        of one run) and ``seconds`` (wall time of one run) are means over the seeds; ``device`` is ``"—"``
+        for digital.
     """
     if not results:
         raise ValueError("no results to summarise")
@@ -226,7 +226,7 @@ def comparison_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         mean = float(values.mean())
         rows.append({
             "run": method if device is None else f"{method} {device}",
-            "method": method, "device": "—" if device is None else device,
+            "method": method, "device": "—" if device is None else device, "metric": metric,
             "seeds": len(runs), "values": values.tolist(),
             "mean": mean, "std": float(values.std()),
             "gap": mean - base if base is not None else None,
