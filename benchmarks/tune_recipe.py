@@ -1,18 +1,33 @@
-"""The search behind the recipe's defaults: every setting chosen on VALIDATION data, never on the test split.
+"""The searches behind the recipe's defaults: every setting chosen on VALIDATION data, never on the test split.
 
-    python benchmarks/tune_recipe.py --jobs 16 --out recipe_search.json      # the full grid
-    python benchmarks/tune_recipe.py --quick --jobs 2                         # a smoke run
+    python benchmarks/tune_recipe.py --jobs 2                  # both stages, resumable
+    python benchmarks/tune_recipe.py --stage 2 --summary       # the tables from the results files
+    python benchmarks/tune_recipe.py --quick --jobs 2          # a smoke run (a few tiny runs, ./quick_*.jsonl)
 
-Every point of the grid is one :func:`hybridlab.recipes.run` (one PyTorch thread per process, the CPU
-only): the digital network's learning rate, then the device step (``device_step``, the relative change
-of the device's outputs per step that sets each device's learning rate from its measured sensitivity),
-the learning rate and the upkeep of the hybrid network, and the frozen device for reference, on the
-easy and the hard vision task (seeds 0 and 1) and on text (seed 0). The grid is small enough to
-evaluate completely, so a plain process pool runs it; the choice is the setting with the best mean
-validation metric, printed per task with the test metric beside it only for the record.
+Every run is one :func:`hybridlab.recipes.run` (one PyTorch thread per process, the CPU only); its
+validation metric (the part carved from the training split) makes the choice, its test metric is kept
+only for the record. Results are appended to ``benchmarks/results/recipe_search_stage{1,2}.jsonl``, one
+JSON line per run (:mod:`resumable`), so a stopped search continues where it stopped.
 
-Each result line of ``--out`` holds the run's arguments, its validation and test metric, its budget
-and its wall time; :func:`summarise` prints the table the defaults were read from.
+Stage 1 (the settings that interact most): the digital network's learning rate; the device step
+(``device_step``, the relative change of the device's outputs per step that sets each device's learning
+rate from its measured sensitivity), the learning rate and the upkeep of the hybrid network; the frozen
+device for reference. Vision easy and hard (seeds 0-1), text (seed 0), every device kind.
+
+Stage 2 (the rest, one at a time around the stage-1 choice): epochs (text: steps), batch size, rank r,
+ZO samples M, ZO step mu, the annealed fraction, the initial gain, and the sketch size s (with the
+``ksl`` upkeep, the only one that uses a sketch). The surrogate method on vision easy (every device
+kind) and hard (SLM, MRR), seeds 0-1, and text (MRR, seed 0).
+
+The audio task is in neither stage, on purpose: it is the task the recipe never saw, so that its
+chapter (and ``robustness.py``) shows how the recipe does on data it was not chosen on.
+
+Both grids are small and evaluated completely (no sampler would skip a point), so the "search" is a
+table: for each setting and value, the mean shortfall of the validation metric from the best value of
+that setting, over every (task, variant, device, seed) — points of accuracy, or percent of bits per
+character for text. :func:`choose` applies the rule that picked each default: the value with the
+smallest mean shortfall, unless a cheaper value (fewer epochs, samples, rank, sketch) is within
+``TOLERANCE`` of it.
 """
 
 from __future__ import annotations
@@ -22,22 +37,39 @@ import itertools
 import json
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any
 
-VISION_DEVICES = ("slm", "mrr", "mzi")
+from resumable import load, run_missing
+
+RESULTS = Path(__file__).with_name("results")
+DEVICES = ("slm", "mrr", "mzi")
+SEEDS = (0, 1)
+#: A cheaper value is preferred when its mean validation shortfall is within this much of the best
+#: (points of accuracy, or percent of bits per character): about the seed-to-seed spread of one run.
+TOLERANCE = 0.2
+
+#: Stage 2: the values tried around the stage-1 recipe; the middle one of each is today's default.
+#: Order: cheapest first (the rule of :func:`choose` prefers it within the tolerance).
+AROUND: dict[str, dict[str, tuple]] = {
+    "vision": {"epochs": (15, 25, 40), "batch_size": (128, 64, 32), "rank": (8, 16, 32), "samples": (5, 10, 20),
+               "mu": (1e-4, 1e-3, 1e-2), "anneal": (0.0, 0.2, 0.4), "gain": (0.5, 1.0, 2.0), "sketch": (16, 32, 64)},
+    "text": {"steps": (400, 600, 900), "batch_size": (32, 64, 128), "rank": (16, 32, 64), "samples": (50, 100, 200),
+             "mu": (1e-4, 1e-3, 1e-2), "anneal": (0.0, 0.2, 0.4), "gain": (0.03, 0.1, 0.3), "sketch": (16, 32, 64)},
+}
+#: Settings whose values cost more the later they come in :data:`AROUND` (time, queries or both).
+COSTLY = ("epochs", "steps", "batch_size", "rank", "samples", "sketch")
 
 
-def grid(quick: bool = False) -> list[dict[str, Any]]:
-    """The runs of the search, each a dict of :func:`hybridlab.recipes.run` keyword arguments."""
-    seeds = (0,) if quick else (0, 1)
+def stage1(quick: bool = False) -> list[dict[str, Any]]:
+    """The runs of stage 1, each a dict of :func:`hybridlab.recipes.run` keyword arguments."""
     steps = (0.02, 0.05, 0.1, 0.2)
     jobs: list[dict[str, Any]] = []
-    for variant, seed in itertools.product(("easy", "hard"), seeds):
+    for variant, seed in itertools.product(("easy", "hard"), SEEDS[:1] if quick else SEEDS):
         base = {"task": "vision", "variant": variant, "seed": seed}
         for lr in (1e-3, 3e-3, 1e-2):
             jobs.append({**base, "method": "digital", "device": "ideal", "lr": lr})
-        for device in VISION_DEVICES:
+        for device in DEVICES:
             for step in steps:
                 jobs.append({**base, "method": "surrogate", "device": device, "lr": 3e-3, "device_step": step,
                              "upkeep": "forward"})
@@ -49,13 +81,43 @@ def grid(quick: bool = False) -> list[dict[str, Any]]:
     base = {"task": "text", "variant": "easy", "seed": 0}
     for lr in (1e-3, 2e-3, 5e-3):
         jobs.append({**base, "method": "digital", "device": "ideal", "lr": lr})
-    for device in VISION_DEVICES:
+    for device in DEVICES:
         for step in steps:
             jobs.append({**base, "method": "surrogate", "device": device, "device_step": step, "upkeep": "forward"})
         jobs.append({**base, "method": "frozen", "device": device})
-    if quick:
-        jobs = [{**j, "quick": True} for j in jobs[:: max(1, len(jobs) // 8)]]
-    return jobs
+    return _quick(jobs) if quick else jobs
+
+
+def stage2(quick: bool = False) -> list[dict[str, Any]]:
+    """The runs of stage 2: each setting of :data:`AROUND` moved alone, the others at their defaults.
+
+    Each job names the setting it moves (``"setting"``, ``"value"``); the default point is one job per
+    cell (``"setting": "default"``), shared by every setting's comparison but the sketch's, which runs
+    with the ``ksl`` upkeep.
+    """
+    cells = [("vision", "easy", d, s) for d in DEVICES for s in SEEDS]
+    cells += [("vision", "hard", d, s) for d in ("slm", "mrr") for s in SEEDS]
+    cells += [("text", "easy", "mrr", 0)]
+    jobs = []
+    for task, variant, device, seed in cells:
+        base = {"task": task, "variant": variant, "device": device, "method": "surrogate", "seed": seed}
+        jobs.append({**base, "setting": "default", "value": None})
+        for setting, values in AROUND[task].items():
+            for value in values:
+                if setting == "sketch":  # the only upkeep that draws a sketch
+                    jobs.append({**base, "setting": setting, "value": value, "upkeep": "ksl"})
+                elif value != values[1]:
+                    jobs.append({**base, "setting": setting, "value": value})
+    return _quick(jobs) if quick else jobs
+
+
+def _quick(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**j, "quick": True} for j in jobs[:: max(1, len(jobs) // 8)]]
+
+
+def key(line: dict[str, Any]) -> tuple:
+    """A job's identity: its arguments (a result line keeps them under ``"job"``)."""
+    return tuple(sorted(line.get("job", line).items()))
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -66,48 +128,121 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     kw = dict(job)
     task, device, method = kw.pop("task"), kw.pop("device"), kw.pop("method")
+    setting, value = kw.pop("setting", "default"), kw.pop("value", None)
+    if setting != "default":
+        kw[setting] = value
     t0 = time.perf_counter()
     r = recipes.run(task, device, method, use_cuda=False, **kw)
     m = r["metric"]
     return {"job": job, "val": r[f"val_{m}"], "test": r[m], "metric": m, "queries": r["queries"],
             "reconfigurations": r["reconfigurations"], "best_step": r["history"]["best_step"],
-            "lr_device": r["settings"]["lr_device"], "seconds": time.perf_counter() - t0}
+            "lr_device": r["settings"]["lr_device"], "seconds": time.perf_counter() - t0,
+            "hybridlab_version": r["hybridlab_version"]}
 
 
-def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean validation (and, for the record, test) metric per setting over the seeds."""
+def shortfall(metric: str, value: float, best: float) -> float:
+    """How far a validation (or test) metric is from the best one: points of accuracy, percent of bits
+    per character (lower is better)."""
+    if metric == "accuracy":
+        return 100 * (best - value)
+    return 100 * (value - best) / best
+
+
+def summarise1(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stage 1: mean validation (and, for the record, test) metric per setting over the seeds."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        key = tuple(sorted((k, v) for k, v in r["job"].items() if k not in ("seed", "quick")))
-        groups[key].append(r)
-    rows = []
-    for key, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        rows.append({**dict(key), "seeds": len(rs), "val": sum(r["val"] for r in rs) / len(rs),
-                     "test": sum(r["test"] for r in rs) / len(rs), "metric": rs[0]["metric"]})
-    return rows
+        groups[tuple(sorted((k, v) for k, v in r["job"].items() if k not in ("seed", "quick")))].append(r)
+    return [{**dict(k), "seeds": len(rs), "val": sum(r["val"] for r in rs) / len(rs),
+             "test": sum(r["test"] for r in rs) / len(rs), "metric": rs[0]["metric"]}
+            for k, rs in sorted(groups.items(), key=lambda kv: str(kv[0]))]
+
+
+def summarise2(results: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, float]]]:
+    """Stage 2: per setting and value, the mean validation shortfall from the setting's best value in
+    each (task, variant, device, seed) cell, the worst shortfall, the mean test metric's shortfall (for
+    the record) and the mean seconds and queries of a run, relative to the default's."""
+    cells: dict[tuple, dict[Any, dict[str, Any]]] = defaultdict(dict)
+    for r in results:
+        j = r["job"]
+        cell = (j["task"], j["variant"], j["device"], j["seed"])
+        settings = [s for s in AROUND[j["task"]] if s != "sketch"] if j["setting"] == "default" else [j["setting"]]
+        for setting in settings:
+            value = AROUND[j["task"]][setting][1] if j["setting"] == "default" else j["value"]
+            cells[(setting, *cell)][value] = r
+    table: dict[str, dict[Any, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for (setting, task, *_), runs in cells.items():
+        values = AROUND[task][setting]
+        if any(v not in runs for v in values):
+            continue  # an incomplete comparison says nothing
+        metric, default = runs[values[0]]["metric"], runs[values[1]]
+        pick = max if metric == "accuracy" else min
+        val_best, test_best = pick(r["val"] for r in runs.values()), pick(r["test"] for r in runs.values())
+        for i, value in enumerate(values):
+            r, row = runs[value], table[setting][i]
+            row["val"].append(shortfall(metric, r["val"], val_best))
+            row["test"].append(shortfall(metric, r["test"], test_best))
+            row["seconds"].append(r["seconds"] / default["seconds"])
+            row["queries"].append(r["queries"] / max(1, default["queries"]))
+    out: dict[str, dict[Any, dict[str, float]]] = {}
+    for setting, rows in table.items():
+        out[setting] = {}
+        for i, row in sorted(rows.items()):
+            n = len(row["val"])
+            out[setting][i] = {"val": sum(row["val"]) / n, "worst": max(row["val"]), "test": sum(row["test"]) / n,
+                               "seconds": sum(row["seconds"]) / n, "queries": sum(row["queries"]) / n, "cells": n}
+    return out
+
+
+def choose(rows: dict[Any, dict[str, float]], setting: str) -> int:
+    """The index (0, 1, 2: cheap, default, costly) of the value the rule picks for one setting."""
+    best = min(rows, key=lambda i: rows[i]["val"])
+    if setting in COSTLY:
+        for i in sorted(rows):  # cheapest first
+            if rows[i]["val"] <= rows[best]["val"] + TOLERANCE:
+                return i
+    return best
+
+
+def print_stage2(results: list[dict[str, Any]]) -> None:
+    table = summarise2(results)
+    print("setting     index | mean val shortfall  worst | test shortfall | time  queries (x default) | cells")
+    for setting, rows in table.items():
+        pick = choose(rows, setting)
+        for i, row in rows.items():
+            mark = "<- chosen" if i == pick else ""
+            print(f"{setting:10s}  {i}     | {row['val']:8.2f}        {row['worst']:6.2f} | {row['test']:8.2f}       | "
+                  f"{row['seconds']:5.2f} {row['queries']:6.2f}            | {row['cells']:3d} {mark}")
+    print("values by task (index 0, 1 = today's default, 2):")
+    for task, around in AROUND.items():
+        print(f"  {task}: " + ", ".join(f"{k} {v}" for k, v in around.items()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one PyTorch thread each)")
-    parser.add_argument("--out", default="recipe_search.json", help="JSON lines of every run")
-    parser.add_argument("--quick", action="store_true", help="a few tiny runs (smoke test)")
+    parser.add_argument("--stage", type=int, choices=(1, 2), help="only this stage (default: both)")
+    parser.add_argument("--summary", action="store_true", help="only print the tables of the results files")
+    parser.add_argument("--quick", action="store_true", help="a few tiny runs (smoke test), written to ./quick_*")
     args = parser.parse_args()
-    jobs = grid(args.quick)
-    # the slowest runs first, so that the pool ends together
-    jobs.sort(key=lambda j: (j["task"] != "text", j.get("variant") != "hard", j["method"] == "digital"))
-    results = []
-    with ProcessPoolExecutor(args.jobs) as pool, open(args.out, "w") as out:
-        futures = {pool.submit(run_one, j): j for j in jobs}
-        for future in as_completed(futures):
-            r = future.result()
-            results.append(r)
-            out.write(json.dumps(r) + "\n")
-            out.flush()
-            print(f"[{len(results)}/{len(jobs)}] {r['job']} val {r['val']:.4f} test {r['test']:.4f} "
-                  f"{r['seconds']:.0f} s", flush=True)
-    for row in summarise(results):
-        print(json.dumps(row))
+    for stage in (1, 2) if args.stage is None else (args.stage,):
+        out = Path(f"quick_recipe_search_stage{stage}.jsonl") if args.quick else \
+            RESULTS / f"recipe_search_stage{stage}.jsonl"
+        jobs = (stage1 if stage == 1 else stage2)(args.quick)
+        # the slowest runs first, so that the pool ends together
+        jobs.sort(key=lambda j: (j["task"] == "vision" and j["variant"] == "easy", j["task"] != "text",
+                                 j["device"] != "mzi"))
+        if args.summary:
+            results = load(out, key)
+        else:
+            results = run_missing(jobs, key, run_one, out, args.jobs,
+                                  lambda r: f"{r['job']} val {r['val']:.4f} test {r['test']:.4f} {r['seconds']:.0f} s")
+        print(f"stage {stage}: {len(results)} runs")
+        if stage == 1:
+            for row in summarise1(results):
+                print(json.dumps(row))
+        else:
+            print_stage2(results)
 
 
 if __name__ == "__main__":
