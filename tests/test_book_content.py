@@ -4,7 +4,7 @@
   code cell tagged ``from-scratch`` (without calling the package's implementation of it), and the
   next code cell, tagged ``scratch-check``, asserts that it gives the numbers of ``hybridlab``; in
   QUICK mode those check cells run without error (the notebooks are executed once per test
-  session, shared with ``test_chapters.py``);
+  session, by the ``quick_chapters`` fixture of ``conftest.py``);
 * **no copied pages**: no two chapters share more than :data:`MAX_SHARED` identical code cells
   (whitespace normalised); what several chapters need belongs in a helper of the package.
 """
@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_chapters import CHAPTERS, _read, _run_quick
+from test_chapters import CHAPTERS, _read
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH_CHAPTERS = ("03_zero_order.ipynb", "04_dlra.ipynb", "05_training.ipynb")
@@ -61,8 +61,8 @@ def test_chapter_has_scratch_cells_each_followed_by_a_check_against_the_package(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SCRATCH_CHAPTERS)
-def test_scratch_checks_pass_in_quick_mode(name: str, tmp_path_factory):
-    nb, _ = _run_quick(ROOT / "chapters" / name, tmp_path_factory.mktemp("chapters"))
+def test_scratch_checks_pass_in_quick_mode(name: str, quick_chapters):
+    nb = quick_chapters.run(ROOT / "chapters" / name).notebook
     checks = [c for c in _code(nb) if CHECK_TAG in c.metadata.get("tags", [])]
     assert checks
     for cell in checks:

@@ -4,8 +4,10 @@
   no outputs or execution counts are committed; the chapter has learning objectives, exercises
   and a summary; ``setup_notebook()`` is called before anything is shown;
 * a run of each ``chapters/*.ipynb`` with papermill (``QUICK = True`` injected after the
-  ``parameters`` cell, a fresh ``python3`` kernel, the chapter folder as working directory): it
-  must not raise and must finish within :data:`MAX_SECONDS`;
+  ``parameters`` cell, a fresh ``python3`` kernel, the chapter folder as working directory, the
+  environment of the book build): it must not raise and must finish within :data:`MAX_SECONDS`.
+  Each chapter runs once per test session (the ``quick_chapters`` fixture of ``conftest.py``); the
+  same runs are checked below and built into the book by ``test_book.py``;
 * the tracking table that chapter 4 prints (cell tagged ``tracking-table``, exact numbers attached
   to the output's metadata by ``hybridlab.plots.show_table``) equals a fresh call of
   :func:`hybridlab.experiments.tracking_table`
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -24,30 +25,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
 MAX_SECONDS = 60          # per chapter, QUICK mode (kernel start included)
-CELL_TIMEOUT = 300        # a hung cell fails the test instead of blocking the suite
 TRACKING_CHAPTER = "04_dlra.ipynb"
 TRACKING_TAG = "tracking-table"
-
-_executed: dict[str, tuple[object, float]] = {}
 
 
 def _read(path: Path):
     nbformat = pytest.importorskip("nbformat")
     return nbformat.read(str(path), as_version=4)
-
-
-def _run_quick(path: Path, tmp_dir: Path):
-    """Execute ``path`` with QUICK = True once per test session; return (notebook, seconds)."""
-    if path.name not in _executed:
-        papermill = pytest.importorskip("papermill")
-        out = tmp_dir / path.name
-        start = time.perf_counter()
-        nb = papermill.execute_notebook(
-            str(path), str(out), parameters={"QUICK": True}, kernel_name="python3",
-            cwd=str(path.parent), progress_bar=False, execution_timeout=CELL_TIMEOUT,
-        )
-        _executed[path.name] = (nb, time.perf_counter() - start)
-    return _executed[path.name]
 
 
 def test_there_are_chapters():
@@ -80,8 +64,9 @@ def test_chapter_is_clean_and_complete(path: Path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_runs_quick(path: Path, tmp_path_factory):
-    nb, seconds = _run_quick(path, tmp_path_factory.mktemp("chapters"))
+def test_chapter_runs_quick(path: Path, quick_chapters):
+    run = quick_chapters.run(path)
+    nb, seconds = run.notebook, run.seconds
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, f"{path.name} produced errors: {[e.get('ename') for e in errors]}"
@@ -89,11 +74,11 @@ def test_chapter_runs_quick(path: Path, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_tracking_table_matches_experiments(tmp_path_factory):
+def test_tracking_table_matches_experiments(quick_chapters):
     path = ROOT / "chapters" / TRACKING_CHAPTER
     if not path.is_file():
         pytest.skip(f"{TRACKING_CHAPTER} does not exist")
-    nb, _ = _run_quick(path, tmp_path_factory.mktemp("chapters"))
+    nb = quick_chapters.run(path).notebook
     shown = _tagged_table(nb, TRACKING_TAG)
     config, rows = shown["config"], shown["rows"]
     assert rows and {"method", "mean_ratio", "queries_per_step"} <= set(rows[0])
@@ -168,7 +153,7 @@ def test_device_chapter_trains_only_through_the_cli_and_documents_reruns(path: P
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", _device_chapters(), ids=lambda p: p.stem)
-def test_device_chapter_tables_are_what_hybridlab_computes(path: Path, tmp_path_factory):
+def test_device_chapter_tables_are_what_hybridlab_computes(path: Path, quick_chapters):
     """The QUICK run shows the settings of recipes.settings, a row per run with the right seeds, budgets
     that are zero only for digital, and numbers that a fresh recipes.run repeats."""
     import torch
@@ -176,7 +161,7 @@ def test_device_chapter_tables_are_what_hybridlab_computes(path: Path, tmp_path_
     from hybridlab import experiments as ex
     from hybridlab import recipes
 
-    nb, _ = _run_quick(path, tmp_path_factory.mktemp("chapters"))
+    nb = quick_chapters.run(path).notebook
     task = DEVICE_CHAPTERS[path.name]
 
     shown = _tagged_table(nb, SETTINGS_TAG)
@@ -220,19 +205,50 @@ BUDGET_CHAPTER = "06_budget.ipynb"
 
 
 def _plotly_figure(nb, tag: str) -> dict:
+    """``{"data": ..., "layout": ...}`` of the plotly figure shown by the cell tagged ``tag``, read from the
+    ``text/html`` output the book shows (the book build's kernels emit no plotly mime bundle), i.e. from the
+    arguments of its ``Plotly.newPlot("<div id>", data, layout, config)`` call."""
     cells = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
     assert len(cells) == 1, f"expected one cell tagged {tag!r}"
+    decoder = json.JSONDecoder()
     for out in cells[0].get("outputs", []):
-        data = out.get("data", {})
-        if "application/vnd.plotly.v1+json" in data:
-            return data["application/vnd.plotly.v1+json"]
+        html = out.get("data", {}).get("text/html", "")
+        html = "".join(html) if isinstance(html, list) else html
+        call = re.search(r'Plotly\.newPlot\(\s*"[^"]*"\s*,\s*', html)
+        if call:
+            data, end = decoder.raw_decode(html, call.end())
+            comma = re.compile(r"\s*,\s*").match(html, end)
+            assert comma, f"the figure of the cell tagged {tag!r} has no layout"
+            layout, _ = decoder.raw_decode(html, comma.end())
+            return {"data": data, "layout": layout}
     raise AssertionError(f"the cell tagged {tag!r} shows no plotly figure")
 
 
+def test_plotly_figure_reads_what_the_plotly_mime_bundle_holds():
+    """The figure read back from the book's HTML is the one plotly's own mime bundle carries (JupyterLab)."""
+    pytest.importorskip("plotly")
+    import numpy as np
+    import plotly.graph_objects as go
+    import plotly.io as pio
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from hybridlab import plots
+
+    fig = go.Figure(go.Scatter(x=np.arange(3.0), y=[1, 3, 2], name='a "quoted" </script> name'))
+    fig.update_layout(sliders=[{"steps": [{"label": "1"}, {"label": "2"}]}])
+    plots.setup_plotly()
+    html = pio.renderers["book_html"].to_mimebundle(fig.to_dict())
+    cell = new_code_cell("fig.show()", metadata={"tags": ["figure"]},
+                         outputs=[new_output("display_data", data=html)])
+    mime = pio.renderers._build_mime_bundle(fig.to_dict(), renderers_string="plotly_mimetype")
+    want = json.loads(json.dumps(mime["application/vnd.plotly.v1+json"]))
+    assert _plotly_figure(new_notebook(cells=[cell]), "figure") == {k: want[k] for k in ("data", "layout")}
+
+
 @pytest.mark.slow
-def test_budget_explorer_figure_shows_what_a_fresh_run_of_a_grid_point_gives(tmp_path_factory):
+def test_budget_explorer_figure_shows_what_a_fresh_run_of_a_grid_point_gives(quick_chapters):
     path = ROOT / "chapters" / BUDGET_CHAPTER
-    nb, _ = _run_quick(path, tmp_path_factory.mktemp("chapters"))
+    nb = quick_chapters.run(path).notebook
     table = _tagged_table(nb, "front-table")
     fig = _plotly_figure(nb, "budget-explorer")
     grid = table["grid"]
@@ -268,7 +284,7 @@ REAL_WORLD_CHAPTER = "10_real_world.ipynb"
 
 
 @pytest.mark.slow
-def test_real_world_chapter_shows_what_hybridlab_computes(tmp_path_factory):
+def test_real_world_chapter_shows_what_hybridlab_computes(quick_chapters):
     """The QUICK run's effects table has every effect the Done-when names on every device kind, with the
     recommended step under read-out noise, and a row that a fresh recipes.run repeats; the drift table
     has the static surrogate and every upkeep; the hardware-time figure is interactive (plotly) with
@@ -281,7 +297,7 @@ def test_real_world_chapter_shows_what_hybridlab_computes(tmp_path_factory):
     from hybridlab import experiments as ex
     from hybridlab import recipes
 
-    nb, _ = _run_quick(path, tmp_path_factory.mktemp("chapters"))
+    nb = quick_chapters.run(path).notebook
     effects = _tagged_table(nb, "effects-table")
     assert effects["quick"] is True
     rows = {(r["device"], r["label"]): r for r in effects["rows"]}

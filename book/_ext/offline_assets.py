@@ -22,9 +22,14 @@ with a priority that loads it *before* RequireJS: plotly's UMD wrapper would oth
 itself as an AMD module and never define ``window.Plotly``.
 
 The widget embedder's style sheet asks for icon fonts at ``<assets path>/<hash>.woff2`` (webpack
-assets of the html-manager package); ``book/vendor.py`` keeps them next to ``embed-amd.js`` and
-pages with widgets set ``window.__jupyter_widgets_assets_path__`` to that folder, so no request
-fails (without it the browser asks for ``chapters/@jupyter-widgets/html-manager/dist/...``: 404).
+assets of the html-manager package); ``book/vendor.py`` keeps them next to ``embed-amd.js``.  Pages
+with widgets tell the embedder where that folder is in two ways, before ``require.js`` loads:
+``window.__jupyter_widgets_assets_path__`` (read by the embedder's main bundle) and a RequireJS
+configuration (a ``require`` object defined before ``require.js``, which takes it as its config)
+that maps the AMD module ``@jupyter-widgets/html-manager/dist/libembed-amd`` into that folder: that
+module takes the folder of its fonts from its own module URL, by default
+``chapters/@jupyter-widgets/html-manager/dist/``, where the browser would ask for them in vain (404
+in the console; tests/test_book.py checks every page for failed requests).
 
 Kernels started by the build inherit two environment variables: ``HYBRIDLAB_BOOK_BUILD=1``
 (``hybridlab.plots.setup_notebook`` then emits plotly figures as HTML only and switches progress
@@ -52,6 +57,9 @@ EMBED_AMD = "html-manager/embed-amd.js"
 MATHJAX = "mathjax/tex-mml-chtml.js"
 MATHJAX_FONT = "mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff"
 PLOTLY = "plotly.min.js"
+# The AMD module of embed-amd.js whose style sheet asks for the icon fonts: webpack takes the folder of the
+# fonts from the module's URL, which RequireJS derives from this name (by default <page folder>/<name>.js).
+AMD_DIST = "@jupyter-widgets/html-manager/dist"
 # The same attribute myst-nb uses for its CDN default: where the embedder fetches widget
 # modules it does not bundle (third-party widgets; the book uses only the built-in ones).
 WIDGETS_CDN = "https://cdn.jsdelivr.net/npm/"
@@ -115,6 +123,13 @@ MATHJAX2_SHIM = """document.addEventListener("DOMContentLoaded", function () {
 });"""
 
 
+# Where the widget embedder's icon fonts are (see the module docstring); runs before require.js.
+WIDGET_ASSETS = """(function (assets) {
+  window.__jupyter_widgets_assets_path__ = assets;
+  window.require = {paths: {AMD_DIST: assets.replace(/\\/$/, "")}};
+})(new URL(FOLDER, document.baseURI).href);"""
+
+
 def add_page_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
     """html-page-context: plotly.js on pages with a plotly figure; the MathJax shim for widgets."""
     if app.builder.format != "html":
@@ -126,8 +141,8 @@ def add_page_scripts(app: Sphinx, pagename: str, templatename: str, context: dic
         app.add_js_file(None, body=MATHJAX2_SHIM, priority=460)
     if _have(EMBED_AMD) and _has_widget_state(app, pagename):
         folder = context["pathto"]("_vendor/html-manager/", 1)
-        app.add_js_file(None, body=f"window.__jupyter_widgets_assets_path__ = new URL({json.dumps(folder)}, "
-                                   "document.baseURI).href;", priority=440)
+        script = WIDGET_ASSETS.replace("AMD_DIST", json.dumps(AMD_DIST)).replace("FOLDER", json.dumps(folder))
+        app.add_js_file(None, body=script, priority=440)
 
 
 def _has_widget_state(app: Sphinx, pagename: str) -> bool:
