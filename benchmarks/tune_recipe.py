@@ -171,12 +171,12 @@ def summarise1(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for k, rs in sorted(groups.items(), key=lambda kv: str(kv[0]))]
 
 
-def summarise2(results: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:
-    """Stage 2, per setting and value (index in :data:`AROUND`, 1 = the default): the validation gain
-    over the default in each complete (task, variant, device, seed) cell, its mean, standard error and
-    worst case, the mean test gain (for the record), and a run's device queries and reconfigurations
-    relative to the default's (its cost on hardware; wall times are not compared, the runs share a
-    machine)."""
+def summarise2(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
+    """Stage 2, per (task, setting) and value (index in :data:`AROUND`, 1 = the default): the validation
+    gain over the default in each complete (task, variant, device, seed) cell (one unit per task), its
+    mean, standard error and worst case, the mean test gain (for the record), and a run's device queries
+    and reconfigurations relative to the default's (its cost on hardware; wall times are not compared,
+    the runs share a machine)."""
     cells: dict[tuple, dict[Any, dict[str, Any]]] = defaultdict(dict)
     for r in results:
         j = r["job"]
@@ -187,26 +187,27 @@ def summarise2(results: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, f
         for setting in settings:
             value = AROUND[j["task"]][setting][1] if j["setting"] == "default" else j["value"]
             cells[(setting, *cell)][value] = r
-    table: dict[str, dict[int, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    table: dict[tuple[str, str], dict[int, dict[str, list[float]]]] = \
+        defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for (setting, task, *_), runs in cells.items():
         values = AROUND[task][setting]
         if any(v not in runs for v in values):
             continue  # an incomplete comparison says nothing
         default = runs[values[1]]
         for i, value in enumerate(values):
-            r, row = runs[value], table[setting][i]
+            r, row = runs[value], table[task, setting][i]
             row["val"].append(gain(r["metric"], r["val"], default["val"]))
             row["test"].append(gain(r["metric"], r["test"], default["test"]))
             row["queries"].append(r["queries"] / default["queries"])
             row["reconfigurations"].append(r["reconfigurations"] / default["reconfigurations"])
-    out: dict[str, dict[int, dict[str, float]]] = {}
-    for setting, rows in table.items():
-        out[setting] = {}
+    out: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+    for name, rows in table.items():
+        out[name] = {}
         for i, row in sorted(rows.items()):
             n, v = len(row["val"]), row["val"]
             mean = sum(v) / n
             se = (sum((x - mean) ** 2 for x in v) / (n - 1) / n) ** 0.5 if n > 1 else float("inf")
-            out[setting][i] = {"val": mean, "se": se, "worst": min(v), "test": sum(row["test"]) / n,
+            out[name][i] = {"val": mean, "se": se, "worst": min(v), "test": sum(row["test"]) / n,
                                "queries": sum(row["queries"]) / n,
                                "reconfigurations": sum(row["reconfigurations"]) / n, "cells": n}
     return out
@@ -226,12 +227,13 @@ def print_stage2(results: list[dict[str, Any]]) -> None:
     table = summarise2(results)
     print("validation gain over the default (points of accuracy; text: % of bits per character), "
           "mean ± standard error over the cells")
-    print("setting     index |      gain ± se     worst | test gain | queries, reconfigurations (x default) | cells")
-    for setting, rows in table.items():
+    print("task   setting     index |      gain ± se     worst | test gain | queries, reconfigurations (x default) "
+          "| cells")
+    for (task, setting), rows in sorted(table.items()):
         pick = choose(rows, setting)
         for i, r in rows.items():
             mark = ("<- budget" if setting in BUDGET else "<- chosen") if i == pick else ""
-            print(f"{setting:10s}  {i}     | {r['val']:+7.2f} ± {r['se']:4.2f}  {r['worst']:+6.2f} | "
+            print(f"{task:6s} {setting:10s}  {i}     | {r['val']:+7.2f} ± {r['se']:4.2f}  {r['worst']:+6.2f} | "
                   f"{r['test']:+7.2f}   | {r['queries']:5.2f} {r['reconfigurations']:5.2f}"
                   f"                           | {r['cells']:3d} {mark}")
     print("values by task (index 0, 1 = the default, 2):")
