@@ -1,11 +1,18 @@
 """Resumable benchmark runs: one JSON line per finished run, appended, so a stopped benchmark continues.
 
-Used by ``robustness.py`` and ``upkeep.py``: each gives its jobs (dicts of arguments), the key that
-identifies a job in its result line, and the function that runs one job in a worker process.
+Used by ``robustness.py``, ``upkeep.py`` and ``tune_recipe.py``: each gives its jobs (dicts of
+arguments), the key that identifies a job in its result line, and the function that runs one job in a
+worker process.
+
+Every line records :func:`code_hash`, a fingerprint of the package's code, so that a result made by
+older code is never taken for a current one: :func:`run_missing` runs again every job whose line was
+made by other code (or by a runner that did not record it), and :func:`load` can keep only current lines.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -13,10 +20,28 @@ from pathlib import Path
 from typing import Any
 
 Key = Callable[[dict[str, Any]], tuple]
+PACKAGE = Path(__file__).resolve().parents[1] / "hybridlab"
 
 
-def load(path: Path, key: Key) -> list[dict[str, Any]]:
-    """Every result line of ``path`` (the last one of each job, if a job was run twice); [] if none."""
+def code_hash(package: Path = PACKAGE) -> str:
+    """A fingerprint of every module of ``package``: its syntax trees without docstrings, so that a change
+    of comments, docstrings or layout keeps the results of a benchmark, and any change of code does not."""
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def load(path: Path, key: Key, current: bool = False) -> list[dict[str, Any]]:
+    """Every result line of ``path`` (the last one of each job, if a job was run twice); [] if none.
+    With ``current``, only the lines made by the package's present code (:func:`code_hash`)."""
     if not path.is_file():
         return []
     by = {}
@@ -24,21 +49,29 @@ def load(path: Path, key: Key) -> list[dict[str, Any]]:
         if line.strip():
             r = json.loads(line)
             by[key(r)] = r
-    return list(by.values())
+    code = code_hash() if current else None
+    return [r for r in by.values() if code is None or r.get("code") == code]
 
 
 def run_missing(jobs: Sequence[dict[str, Any]], key: Key, run_one: Callable[[dict[str, Any]], dict[str, Any]],
                 out: Path, workers: int, describe: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
-    """Run, in ``workers`` processes and in the given order, the jobs whose key is not in ``out`` yet;
-    append each result to ``out`` as it finishes. Returns every result of ``out`` (:func:`load`)."""
-    done = {key(r) for r in load(out, key)}
+    """Run, in ``workers`` processes and in the given order, the jobs that have no line in ``out`` made by
+    the present code; append each result, with the code's fingerprint, to ``out`` as it finishes. When
+    every job is done, rewrite ``out`` with only the latest line of each job. Returns every result of
+    ``out`` (:func:`load`)."""
+    code = code_hash()
+    lines = load(out, key)
+    done = {key(r) for r in lines if r.get("code") == code}
     todo = [j for j in jobs if key(j) not in done]
     out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"{len(todo)} runs to do ({len(done)} already in {out})", flush=True)
+    stale = sum(key(r) not in done for r in lines)
+    print(f"{len(todo)} runs to do ({len(done)} already in {out}; {stale} lines there from other code)", flush=True)
     with ProcessPoolExecutor(workers) as pool, out.open("a") as fh:
         for n, future in enumerate(as_completed([pool.submit(run_one, j) for j in todo]), 1):
-            r = future.result()
+            r = {**future.result(), "code": code}
             fh.write(json.dumps(r) + "\n")
             fh.flush()
             print(f"[{n}/{len(todo)}] {describe(r)}", flush=True)
-    return load(out, key)
+    results = load(out, key)
+    out.write_text("".join(json.dumps(r) + "\n" for r in results))
+    return results

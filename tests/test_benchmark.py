@@ -77,3 +77,80 @@ def test_directions_benchmark_runs_quick():
     assert [line.split("|")[2:4] for line in lines] == [[" digital ", " - "], [" slm ", " gaussian "],
                                                         [" slm ", " packed "]]
     assert lines[2].rstrip().endswith(("| yes |", "| no |"))
+
+
+# --- the resumable runner and the recipe search's rule (benchmarks/resumable.py, benchmarks/tune_recipe.py) ---
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import json  # noqa: E402
+
+import resumable  # noqa: E402
+import tune_recipe  # noqa: E402
+
+
+def _package(root: Path, source: str) -> Path:
+    (root / "pkg").mkdir(exist_ok=True)
+    (root / "pkg" / "mod.py").write_text(source)
+    return root / "pkg"
+
+
+def test_code_hash_ignores_docstrings_and_comments_but_not_code(tmp_path):
+    base = '"""Module."""\n\ndef f(x):\n    """Square."""\n    return x * x  # the square\n'
+    h = resumable.code_hash(_package(tmp_path, base))
+    assert h == resumable.code_hash(_package(tmp_path, base.replace("Square.", "The square of x.")
+                                                   .replace("# the square", "")))
+    assert h != resumable.code_hash(_package(tmp_path, base.replace("x * x", "x * x * x")))
+    assert len(resumable.code_hash()) == 12  # the real package parses
+
+
+def _job_result(job):
+    return {"job": job, "value": job["n"] ** 2}
+
+
+def _key(line):
+    return tuple(sorted(line.get("job", line).items()))
+
+
+def test_run_missing_reruns_lines_of_other_code_and_keeps_one_line_per_job(tmp_path):
+    out = tmp_path / "results.jsonl"
+    code = resumable.code_hash()
+    old = [{"job": {"n": 1}, "value": -1, "code": "old"},              # made by other code: run again
+           {"job": {"n": 2}, "value": -2},                            # no fingerprint: run again
+           {"job": {"n": 3}, "value": 9, "code": code},               # current: kept as it is
+           {"job": {"n": 9}, "value": -9, "code": "old"}]             # not a job any more: kept, not run
+    out.write_text("".join(json.dumps(r) + "\n" for r in old))
+    results = resumable.run_missing([{"n": n} for n in (1, 2, 3, 4)], _key, _job_result, out, 1, str)
+    by = {r["job"]["n"]: r for r in results}
+    assert {n: by[n]["value"] for n in by} == {1: 1, 2: 4, 3: 9, 4: 16, 9: -9}
+    assert all(by[n]["code"] == code for n in (1, 2, 3, 4))
+    assert len(out.read_text().splitlines()) == 5  # rewritten: the superseded lines are gone
+    assert {r["job"]["n"] for r in resumable.load(out, _key, current=True)} == {1, 2, 3, 4}
+
+
+def test_choose_keeps_the_default_unless_clearly_better_on_validation():
+    rows = {0: {"val": -0.5, "se": 0.2}, 1: {"val": 0.0, "se": 0.0}, 2: {"val": 0.15, "se": 0.01}}
+    assert tune_recipe.choose(rows, "rank") == 1                      # below the tolerance
+    rows[2] = {"val": 0.6, "se": 0.4}
+    assert tune_recipe.choose(rows, "rank") == 1                      # within two standard errors
+    rows[2] = {"val": 0.9, "se": 0.3}
+    rows[0] = {"val": 0.7, "se": 0.1}
+    assert tune_recipe.choose(rows, "rank") == 2                      # the best of those clearly better
+    assert tune_recipe.choose(rows, "epochs") == 1                    # a budget setting keeps its default
+
+
+def test_summarise2_gains_per_cell_over_the_default_and_only_complete_comparisons():
+    def line(setting, value, seed, val, metric="accuracy", task="vision"):
+        job = {"task": task, "variant": "easy", "device": "mrr", "method": "surrogate", "seed": seed,
+               "setting": setting, "value": value}
+        return {"job": job, "val": val, "test": val, "metric": metric, "queries": 100 if value != 8 else 50,
+                "reconfigurations": 10}
+    results = [line("default", None, 0, 0.90), line("default", None, 1, 0.80),
+               line("rank", 8, 0, 0.89), line("rank", 32, 0, 0.93),
+               line("rank", 8, 1, 0.81)]                                # seed 1 lacks rank 32: left out
+    rows = tune_recipe.summarise2(results)["vision", "rank"]
+    assert rows[0]["cells"] == 1 and abs(rows[0]["val"] - (-1.0)) < 1e-9 and abs(rows[2]["val"] - 3.0) < 1e-9
+    assert rows[1]["val"] == 0 and rows[0]["queries"] == 0.5 and rows[2]["queries"] == 1
+    text = [line("default", None, 0, 2.0, "bits_per_char", "text"), line("rank", 16, 0, 2.1, "bits_per_char", "text"),
+            line("rank", 64, 0, 1.9, "bits_per_char", "text")]
+    rows = tune_recipe.summarise2(text)["text", "rank"]               # bits: lower is better, in percent
+    assert abs(rows[0]["val"] - (-5.0)) < 1e-9 and abs(rows[2]["val"] - 5.0) < 1e-9
