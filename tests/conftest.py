@@ -14,6 +14,7 @@ rendered book (``test_book.py``), which is built from them.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL_TIMEOUT = 300  # seconds; a hung cell fails the chapter instead of blocking the suite
-#: what the book build sets in the environment of the kernels it starts (book/_ext/offline_assets.py)
-BOOK_BUILD_ENV = {"HYBRIDLAB_BOOK_BUILD": "1", "TQDM_DISABLE": "1"}
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+from offline_assets import KERNEL_ENV as BOOK_BUILD_ENV  # noqa: E402  what the build gives its kernels
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,9 @@ def test_plotly_setup_emits_html_and_mime(monkeypatch):
     assert "Plotly.newPlot" in html
     assert "cdn.plot.ly" not in html and "MathJax.js" not in html  # page provides plotly.js
 
+    from offline_assets import KERNEL_ENV  # the book's extension (tests/conftest.py puts it on the path)
+
+    assert KERNEL_ENV[plots.BOOK_BUILD_ENV] == "1"  # the build sets the variable plots reads
     monkeypatch.setenv(plots.BOOK_BUILD_ENV, "1")  # what the book build sets
     plots.setup_notebook()
     bundle = pio.renderers._build_mime_bundle(fig.to_dict(), renderers_string=None)

@@ -47,6 +47,11 @@ from pathlib import Path
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
+#: The environment of the kernels the build starts (see the module's docstring): ``hybridlab.plots``
+#: emits plotly figures as HTML only (no plotly mime bundle, which the book cannot show and myst-nb
+#: warns about) and draws no progress bars. The tests run the chapters with the same environment.
+KERNEL_ENV = {"HYBRIDLAB_BOOK_BUILD": "1", "TQDM_DISABLE": "1"}
+
 logger = logging.getLogger(__name__)
 
 VENDOR = Path(__file__).resolve().parent.parent / "_vendor"
@@ -80,10 +85,8 @@ def _plotly_cdn() -> str:
 
 def configure(app: Sphinx, config) -> None:
     """config-inited: point MathJax and the widget scripts at the local copies when present."""
-    # Kernels started by the build inherit this: hybridlab.plots then emits plotly figures as
-    # HTML only (no plotly mime bundle, which the book cannot show and myst-nb warns about).
-    os.environ.setdefault("HYBRIDLAB_BOOK_BUILD", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    for key, value in KERNEL_ENV.items():  # inherited by the kernels the build starts
+        os.environ.setdefault(key, value)
     used = []
     if _have(MATHJAX, MATHJAX_FONT):
         config.mathjax_path = URL_PREFIX + MATHJAX
