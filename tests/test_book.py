@@ -348,6 +348,7 @@ PAGE_PROBE = """(async function () {
 ELEMENT_BOX = """(function (selector) {
   var e = document.querySelector(selector);
   if (!e) return null;
+  e.scrollIntoView({block: "center"});
   var r = e.getBoundingClientRect();
   return {x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width, height: r.height, scale: 1};
 })(%s)"""
@@ -391,10 +392,18 @@ def _visit(browser: str, url: str, screenshot_of: str | None = None) -> Visit:
         dom = tools.evaluate("document.documentElement.outerHTML", session)
         shot = None
         if screenshot_of:
-            box = tools.evaluate(ELEMENT_BOX % json.dumps(screenshot_of), session)
+            # scrolled into the viewport and measured again once the layout is still (late fonts or
+            # MathJax move what is below them): a box measured once can clip the wrong part of the page
+            box, previous = None, {}
+            for _ in range(20):
+                box = tools.evaluate(ELEMENT_BOX % json.dumps(screenshot_of), session)
+                if box == previous:
+                    break
+                previous = box
+                time.sleep(0.25)
             if box and box["width"] and box["height"]:
                 shot = base64.b64decode(tools.call("Page.captureScreenshot", {
-                    "format": "png", "clip": box, "captureBeyondViewport": True}, session)["data"])
+                    "format": "png", "clip": box}, session)["data"])
     console = [m["params"]["entry"] for m in tools.events if m.get("method") == "Log.entryAdded"]
     exceptions = [m["params"]["exceptionDetails"].get("exception", {}).get("description")
                   or m["params"]["exceptionDetails"].get("text", "")
