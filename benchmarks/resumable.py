@@ -11,32 +11,15 @@ made by other code (or by a runner that did not record it), and :func:`load` can
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from hybridlab.provenance import code_fingerprint as code_hash  # the fingerprint every result line records
+
 Key = Callable[[dict[str, Any]], tuple]
-PACKAGE = Path(__file__).resolve().parents[1] / "hybridlab"
-
-
-def code_hash(package: Path = PACKAGE) -> str:
-    """A fingerprint of every module of ``package``: its syntax trees without docstrings, so that a change
-    of comments, docstrings or layout keeps the results of a benchmark, and any change of code does not."""
-    h = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            body = getattr(node, "body", None)
-            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                    and isinstance(body[0].value.value, str)):
-                node.body = body[1:] or [ast.Pass()]
-        h.update(path.relative_to(package).as_posix().encode() + b"\0" + ast.dump(tree).encode() + b"\0")
-    return h.hexdigest()[:12]
 
 
 def load(path: Path, key: Key, current: bool = False) -> list[dict[str, Any]]:

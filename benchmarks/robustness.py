@@ -74,8 +74,12 @@ def main() -> None:
                     lambda r: f"{key(r)} test {r['test']:.4f} ({r['seconds']:.0f} s)")
     from hybridlab.experiments import robustness_rows
 
-    for row in robustness_rows(load(args.out, key)):
+    from hybridlab.provenance import provenance
+
+    results = load(args.out, key)
+    for row in robustness_rows(results):
         print(json.dumps(row))
+    print(provenance(results))
 
 
 if __name__ == "__main__":

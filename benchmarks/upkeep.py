@@ -116,6 +116,9 @@ def main() -> None:
                            lambda r: f"{r['device']:5s} {r['upkeep']!s:8s} noise {r['noise']:.2f} seed {r['seed']}: "
                                      f"{r['test']:.2f} % ({r['seconds']:.0f} s)")
     print_summary(done)
+    from hybridlab.provenance import provenance
+
+    print(provenance(done))
 
 
 if __name__ == "__main__":

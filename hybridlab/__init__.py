@@ -4,6 +4,7 @@ The package computes; the book's chapters import it, show it and plot it. Where 
 (imports flow one way, down this list):
 
 * argument checks shared by every module ............. :mod:`hybridlab.checks`
+* which code made a result (benchmark files) ......... :mod:`hybridlab.provenance`
 * where a step's time goes (benchmark sections) ...... :mod:`hybridlab.timing`
 * simulated devices and their cost model ............. :mod:`hybridlab.devices`
 * a device served by another process, faults ......... :mod:`hybridlab.remote`

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -154,3 +156,23 @@ def test_summarise2_gains_per_cell_over_the_default_and_only_complete_comparison
             line("rank", 64, 0, 1.9, "bits_per_char", "text")]
     rows = tune_recipe.summarise2(text)["text", "rank"]               # bits: lower is better, in percent
     assert abs(rows[0]["val"] - (-5.0)) < 1e-9 and abs(rows[2]["val"] - 5.0) < 1e-9
+
+
+def test_show_robustness_says_which_code_made_the_runs(capsys):
+    pytest.importorskip("IPython")
+    from hybridlab import experiments as ex
+    from hybridlab.provenance import code_fingerprint
+
+    def line(method, device, test, code):
+        return {"task": "vision", "variant": "easy", "device": device, "method": method, "seed": 0,
+                "metric": "accuracy", "test": test, "code": code}
+    lines = [line("digital", "ideal", 0.9, code_fingerprint())] + [
+        line(m, "mrr", 0.8, code_fingerprint() if m != "frozen" else "0123456789ab")
+        for m in ("oracle", "surrogate", "static", "frozen")]
+    ex.show_robustness(lines, "vision")
+    out = capsys.readouterr().out
+    assert f"4 of 5 runs were made by this version of hybridlab's code (fingerprint {code_fingerprint()})" in out
+    assert "the others by other code" in out
+    ex.show_robustness(lines[:4], "vision")
+    out = capsys.readouterr().out
+    assert "4 of 4 runs" in out and "other code" not in out

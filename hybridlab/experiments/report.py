@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..provenance import provenance
 from .tasks import TARGETS, check_targets, comparison_rows, metric_scale
 
 __all__ = ["ROBUSTNESS_METHODS", "compare_to", "linear_baseline", "report", "robustness_rows", "show_robustness"]
@@ -173,7 +174,8 @@ def show_robustness(results: str | Path | Sequence[dict[str, Any]], task: str) -
     bought over the frozen device (the method and the oracle); returns the rows."""
     from .. import plots
 
-    rows = robustness_rows(results, task)
+    lines = _load(results) if isinstance(results, (str, Path)) else list(results)
+    rows = robustness_rows(lines, task)
     acc = task != "text"
     fmt = "{:.2f}" if acc else "{:.4f}"
     cols = {"variant": "data", "device": "device", "digital": "digital", "oracle": "oracle",
@@ -191,4 +193,5 @@ def show_robustness(results: str | Path | Sequence[dict[str, Any]], task: str) -
         if r["trained_vs_frozen"] is not None and r["oracle_vs_frozen"] is not None:
             print(f"{r['variant']:4s} {r['device']:3s}: training the device bought {r['trained_vs_frozen']:+.2f} "
                   f"(the method), {r['oracle_vs_frozen']:+.2f} (the oracle) {unit} over the frozen device")
+    print(provenance(r for r in lines if r["task"] == task))
     return rows
