@@ -73,7 +73,6 @@ def main() -> None:
         run_missing(todo, key, run_one, args.out, args.jobs,
                     lambda r: f"{key(r)} test {r['test']:.4f} ({r['seconds']:.0f} s)")
     from hybridlab.experiments import robustness_rows
-
     from hybridlab.provenance import provenance
 
     results = load(args.out, key)
