@@ -6,7 +6,7 @@ worker process.
 
 Every line records :func:`code_hash`, a fingerprint of the package's code, so that a result made by
 older code is never taken for a current one: :func:`run_missing` runs again every job whose line was
-made by other code (or by a runner that did not record it), and :func:`load` can keep only current lines.
+made by other code (or by a runner that did not record it).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from hybridlab.provenance import code_fingerprint as code_hash  # the fingerprin
 Key = Callable[[dict[str, Any]], tuple]
 
 
-def load(path: Path, key: Key, current: bool = False) -> list[dict[str, Any]]:
+def load(path: Path, key: Key) -> list[dict[str, Any]]:
     """Every result line of ``path`` (the last one of each job, if a job was run twice); [] if none.
-    With ``current``, only the lines made by the package's present code (:func:`code_hash`)."""
+    :func:`hybridlab.provenance.provenance` says how many of them the present code made."""
     if not path.is_file():
         return []
     by = {}
@@ -32,8 +32,7 @@ def load(path: Path, key: Key, current: bool = False) -> list[dict[str, Any]]:
         if line.strip():
             r = json.loads(line)
             by[key(r)] = r
-    code = code_hash() if current else None
-    return [r for r in by.values() if code is None or r.get("code") == code]
+    return list(by.values())
 
 
 def run_missing(jobs: Sequence[dict[str, Any]], key: Key, run_one: Callable[[dict[str, Any]], dict[str, Any]],

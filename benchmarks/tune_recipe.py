@@ -211,8 +211,8 @@ def summarise2(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int,
             mean = sum(v) / n
             se = (sum((x - mean) ** 2 for x in v) / (n - 1) / n) ** 0.5 if n > 1 else float("inf")
             out[name][i] = {"val": mean, "se": se, "worst": min(v), "test": sum(row["test"]) / n,
-                               "queries": sum(row["queries"]) / n,
-                               "reconfigurations": sum(row["reconfigurations"]) / n, "cells": n}
+                            "queries": sum(row["queries"]) / n,
+                            "reconfigurations": sum(row["reconfigurations"]) / n, "cells": n}
     return out
 
 

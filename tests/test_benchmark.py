@@ -126,7 +126,9 @@ def test_run_missing_reruns_lines_of_other_code_and_keeps_one_line_per_job(tmp_p
     assert {n: by[n]["value"] for n in by} == {1: 1, 2: 4, 3: 9, 4: 16, 9: -9}
     assert all(by[n]["code"] == code for n in (1, 2, 3, 4))
     assert len(out.read_text().splitlines()) == 5  # rewritten: the superseded lines are gone
-    assert {r["job"]["n"] for r in resumable.load(out, _key, current=True)} == {1, 2, 3, 4}
+    from hybridlab.provenance import provenance
+
+    assert provenance(resumable.load(out, _key)).startswith("4 of 5 runs were made by this version")
 
 
 def test_choose_keeps_the_default_unless_clearly_better_on_validation():
