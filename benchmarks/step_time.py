@@ -27,6 +27,15 @@ The sections are exclusive, so they add up to ``total``; on a GPU every section 
 the device (``torch.cuda.synchronize``), which makes this run slower than the first table's.
 ``digital`` is the digital step timed the same way, and ``nondev/dig`` is ``(total - device) /
 digital``: the method's own cost in digital steps.
+
+``--compare`` times the surrogate step for several ``directions:upkeep`` pairs in the same run
+(``python benchmarks/step_time.py --workloads mlp --compare``), so that their ratios compare like
+with like, and splits the part that is not device simulation in two: ``network``, the digital step
+of the same network without the replaced layer (the digital work every hybrid step still does), and
+``method``, the rest (``total - device - network``: random numbers, upkeep, the ZO algebra, the
+layer's bookkeeping). ``layer`` is what the replaced Linear costs in the digital step
+(``digital - network``): the method's own work fits in one digital step (``nondev/dig <= 1``)
+exactly when ``method <= layer``.
 """
 
 from __future__ import annotations
@@ -71,6 +80,14 @@ def time_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, w
 
 
 SPLIT = ("device", "random", "upkeep", "rest")
+COMPARE = "gaussian:ksl,packed:ksl,lowrank:ksl,gaussian:forward,packed:forward,lowrank:forward"
+
+
+def without_replaced(model: nn.Module, name: str) -> nn.Module:
+    """``model`` with its Linear ``name`` replaced by the identity (the network a hybrid step still runs)."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
+    return model
 
 
 def split_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int = 3) -> dict[str, float]:
@@ -128,6 +145,8 @@ def main() -> None:
     parser.add_argument("--workloads", default="layer,mlp,cnn")
     parser.add_argument("--cuda", action="store_true", help="run on the GPU if there is one")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--compare", nargs="?", const=COMPARE, default=None, metavar="KIND:UPKEEP,...",
+                        help=f"also time these directions:upkeep pairs in this run (default list: {COMPARE})")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,6 +198,33 @@ def main() -> None:
             print(f"{workload:8} {device:6} {parts['total'] * 1e3:8.3f} "
                   + " ".join(f"{parts[k] * 1e3:8.3f}" for k in SPLIT)
                   + f" {digital * 1e3:8.3f} {(parts['total'] - parts['device']) / digital:10.2f}", flush=True)
+
+    if args.compare:
+        pairs = [tuple(item.split(":")) for item in args.compare.split(",")]
+        print(f"\nsurrogate step by ZO directions and upkeep, one run: mean ms of {args.steps} steps; "
+              "network = the digital step without the replaced layer, layer = digital - network, "
+              "method = total - device - network")
+        print(f"{'workload':8} {'device':6} {'directions':10} {'upkeep':8} {'total':>8} {'device':>8} {'method':>8} "
+              f"{'network':>8} {'layer':>8} {'surr/dig':>8} {'nondev/dig':>10}")
+        for workload in args.workloads.split(","):
+            x = inputs[workload]
+            torch.manual_seed(0)
+            digital = split_steps(build(workload, args.d).to(dev), x, y, args.steps)["total"]
+            torch.manual_seed(0)
+            network = split_steps(without_replaced(build(workload, args.d), replaced[workload]).to(dev), x, y,
+                                  args.steps)["total"]
+            for device in args.devices.split(","):
+                for kind, upkeep in pairs:
+                    torch.manual_seed(0)
+                    model = build(workload, args.d)
+                    replace_linear(model, replaced[workload], device, method="surrogate",
+                                   **{**layer_options, "directions": kind, "upkeep": upkeep})
+                    parts = split_steps(model.to(dev), x, y, args.steps)
+                    method = parts["total"] - parts["device"] - network
+                    print(f"{workload:8} {device:6} {kind:10} {upkeep:8} {parts['total'] * 1e3:8.3f} "
+                          f"{parts['device'] * 1e3:8.3f} {method * 1e3:8.3f} {network * 1e3:8.3f} "
+                          f"{(digital - network) * 1e3:8.3f} {parts['total'] / digital:8.2f} "
+                          f"{(parts['total'] - parts['device']) / digital:10.2f}", flush=True)
 
 
 if __name__ == "__main__":

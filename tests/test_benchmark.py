@@ -46,6 +46,23 @@ def test_step_time_prints_one_row_per_workload_and_device():
         assert abs(ratio - (total - device) / digital) <= 0.005 + (0.001 + 0.0005 * ratio) / digital
 
 
+def test_step_time_compare_times_each_directions_upkeep_pair_in_one_run():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--d", "16", "--batch", "8", "--samples", "3",
+           "--rank", "2", "--sketch", "4", "--steps", "1", "--workloads", "mlp", "--devices", "slm",
+           "--compare", "packed:ksl,lowrank:forward"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = out.strip().split("\n\n")[2].splitlines()
+    assert lines[1].split() == ["workload", "device", "directions", "upkeep", "total", "device", "method", "network",
+                                "layer", "surr/dig", "nondev/dig"]
+    rows = [line.split() for line in lines[2:]]
+    assert [r[:4] for r in rows] == [["mlp", "slm", "packed", "ksl"], ["mlp", "slm", "lowrank", "forward"]]
+    for r in rows:
+        total, device, method, network, layer, surr, nondev = map(float, r[4:])
+        assert total > device > 0 and network > 0
+        # method = total - device - network (each printed to 0.0005 ms)
+        assert abs(total - device - network - method) <= 0.002
+
+
 def _directions_module():
     import importlib.util
 
@@ -55,30 +72,51 @@ def _directions_module():
     return module
 
 
-def test_directions_table_gives_mean_std_paired_difference_and_verdict():
+def test_directions_table_gives_mean_std_paired_differences_and_verdict():
     table = _directions_module().table
-    rows = [{"task": "vision", "device": None, "directions": None, "seed": s, "accuracy": a}
-            for s, a in enumerate((0.9, 0.92))]
-    rows += [{"task": "vision", "device": "slm", "directions": k, "seed": s, "accuracy": a}
-             for k, accs in (("gaussian", (0.90, 0.94)), ("lowrank", (0.91, 0.95)), ("packed", (0.80, 0.82)))
-             for s, a in enumerate(accs)]
-    lines = table(rows).splitlines()
-    assert lines[0].startswith("| task | device | directions | accuracy % (mean +- std) |")
+
+    def row(device, kind, seed, test, val, metric="accuracy", task="vision"):
+        return {"task": task, "device": device, "directions": kind, "seed": seed, "metric": metric, "test": test,
+                "val": val}
+
+    rows = [row("ideal", None, s, a, a) for s, a in enumerate((0.9, 0.92))]
+    rows += [row("slm", k, s, a, v) for k, accs, vals in (("gaussian", (0.90, 0.94), (0.9, 0.9)),
+                                                         ("lowrank", (0.91, 0.95), (0.92, 0.94)),
+                                                         ("packed", (0.80, 0.82), (0.9, 0.9)))
+             for s, (a, v) in enumerate(zip(accs, vals))]
+    rows += [row("mrr", k, 0, b, b + 0.1, "bits_per_char", "text") for k, b in (("gaussian", 2.5), ("packed", 2.4))]
+    lines = table(rows).replace("\u00a0", " ").splitlines()  # no-break spaces around ±
+    assert lines[0].startswith("| task | device | directions | test | test vs gaussian | validation vs gaussian |")
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
-    assert cells[0][:5] == ["vision", "digital", "-", "91.00 +- 1.41", "90.00, 92.00"]
-    assert cells[1][3:] == ["92.00 +- 2.83", "90.00, 94.00", "", ""]
-    assert cells[2][3:] == ["93.00 +- 2.83", "91.00, 95.00", "+1.00 +- 0.00", "yes"]
-    assert cells[3][3:] == ["81.00 +- 1.41", "80.00, 82.00", "-11.00 +- 1.41", "no"]
+    assert cells[0] == ["vision", "digital", "–", "91.00 ± 1.41", "", "", ""]
+    assert cells[1][3:] == ["92.00 ± 2.83", "", "", ""]
+    assert cells[2][3:] == ["93.00 ± 2.83", "+1.00 ± 0.00", "+3.00 ± 1.41", "yes"]
+    assert cells[3][3:] == ["81.00 ± 1.41", "-11.00 ± 1.41", "+0.00 ± 0.00", "no"]
+    # bits per character: to 0.001, as they are (lower is better)
+    assert cells[5][:6] == ["text", "mrr", "packed", "2.400 ± 0.000", "-0.100 ± 0.000", "-0.100 ± 0.000"]
 
 
-def test_directions_benchmark_runs_quick():
+def test_directions_benchmark_runs_quick(tmp_path):
+    out = tmp_path / "directions.jsonl"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "directions_accuracy.py"), "--quick", "--tasks", "vision",
-           "--devices", "slm", "--directions", "gaussian,packed"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
-    lines = [line for line in out.splitlines() if line.startswith("| vision")]
-    assert [line.split("|")[2:4] for line in lines] == [[" digital ", " - "], [" slm ", " gaussian "],
+           "--devices", "slm", "--directions", "gaussian,packed", "--jobs", "1", "--out", str(out)]
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+    lines = [line for line in text.splitlines() if line.startswith("| vision")]
+    assert [line.split("|")[2:4] for line in lines] == [[" digital ", " – "], [" slm ", " gaussian "],
                                                         [" slm ", " packed "]]
     assert lines[2].rstrip().endswith(("| yes |", "| no |"))
+    assert "6 of 6 runs were made by this version" in text and len(out.read_text().splitlines()) == 6
+    # the committed results are never written by a quick run
+    with pytest.raises(subprocess.CalledProcessError):
+        subprocess.run(cmd[:-2], capture_output=True, text=True, timeout=300, check=True)
+
+
+def test_scaling_page_shows_the_table_of_the_committed_directions_results():
+    module = _directions_module()
+    results = module.load(module.RESULTS, module.key)
+    assert results, "benchmarks/results/directions.jsonl is missing: run benchmarks/directions_accuracy.py"
+    page = (ROOT / "book" / "scaling.md").read_text()
+    assert module.table(module.ordered(results)) in page
 
 
 # --- the resumable runner and the recipe search's rule (benchmarks/resumable.py, benchmarks/tune_recipe.py) ---
