@@ -148,6 +148,10 @@ def main() -> None:
     parser.add_argument("--compare", nargs="?", const=COMPARE, default=None, metavar="KIND:UPKEEP,...",
                         help=f"also time these directions:upkeep pairs in this run (default list: {COMPARE})")
     args = parser.parse_args()
+    pairs = [tuple(item.split(":")) for item in args.compare.split(",")] if args.compare else []
+    if any(len(pair) != 2 for pair in pairs):
+        parser.error(f"--compare takes directions:upkeep pairs separated by commas, e.g. {COMPARE}; "
+                     f"got {args.compare!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -168,11 +172,11 @@ def main() -> None:
     # The d x d Linear of each network is the one replaced.
     replaced = {"layer": "0", "mlp": "2", "cnn": "9"}
 
-    def hybrid(workload: str, device: str, method: str) -> nn.Module:
+    def hybrid(workload: str, device: str, method: str, **overrides) -> nn.Module:
         torch.manual_seed(0)
         model = build(workload, args.d)
         options = layer_options if method != "surrogate" else {**layer_options, "upkeep": args.upkeep}
-        replace_linear(model, replaced[workload], device, method=method, **options)
+        replace_linear(model, replaced[workload], device, method=method, **{**options, **overrides})
         return model.to(dev)
 
     for workload in args.workloads.split(","):
@@ -199,8 +203,7 @@ def main() -> None:
                   + " ".join(f"{parts[k] * 1e3:8.3f}" for k in SPLIT)
                   + f" {digital * 1e3:8.3f} {(parts['total'] - parts['device']) / digital:10.2f}", flush=True)
 
-    if args.compare:
-        pairs = [tuple(item.split(":")) for item in args.compare.split(",")]
+    if pairs:
         print(f"\nsurrogate step by ZO directions and upkeep, one run: mean ms of {args.steps} steps; "
               "network = the digital step without the replaced layer, layer = digital - network, "
               "method = total - device - network")
@@ -215,11 +218,8 @@ def main() -> None:
                                   args.steps)["total"]
             for device in args.devices.split(","):
                 for kind, upkeep in pairs:
-                    torch.manual_seed(0)
-                    model = build(workload, args.d)
-                    replace_linear(model, replaced[workload], device, method="surrogate",
-                                   **{**layer_options, "directions": kind, "upkeep": upkeep})
-                    parts = split_steps(model.to(dev), x, y, args.steps)
+                    model = hybrid(workload, device, "surrogate", directions=kind, upkeep=upkeep)
+                    parts = split_steps(model, x, y, args.steps)
                     method = parts["total"] - parts["device"] - network
                     print(f"{workload:8} {device:6} {kind:10} {upkeep:8} {parts['total'] * 1e3:8.3f} "
                           f"{parts['device'] * 1e3:8.3f} {method * 1e3:8.3f} {network * 1e3:8.3f} "
