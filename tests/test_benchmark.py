@@ -117,6 +117,9 @@ def test_scaling_page_shows_the_table_of_the_committed_directions_results():
     assert results, "benchmarks/results/directions.jsonl is missing: run benchmarks/directions_accuracy.py"
     page = (ROOT / "book" / "scaling.md").read_text()
     assert module.table(module.ordered(results)) in page
+    # the page names the code that made the runs (one fingerprint for all of them)
+    made_by = {r.get("code") for r in results}
+    assert len(made_by) == 1 and f"fingerprint `{made_by.pop()}`" in page
 
 
 # --- the resumable runner and the recipe search's rule (benchmarks/resumable.py, benchmarks/tune_recipe.py) ---
