@@ -27,11 +27,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-from resumable import load, run_missing
+from resumable import load, run_missing, run_recipe
 
 RESULTS = Path(__file__).with_name("results") / "directions.jsonl"
 TASKS = ("vision", "audio", "text")
@@ -56,16 +55,12 @@ def key(job: dict[str, Any]) -> tuple:
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
-    import torch
-    torch.set_num_threads(1)
-    from hybridlab import recipes
-    t0 = time.perf_counter()
     method, options = ("digital", {}) if job["directions"] is None else ("surrogate", {"directions": job["directions"]})
-    r = recipes.run(job["task"], job["device"], method, seed=job["seed"], variant="easy", quick=job["quick"],
-                    use_cuda=False, **options)
+    r, seconds = run_recipe(job["task"], job["device"], method, seed=job["seed"], variant="easy", quick=job["quick"],
+                            **options)
     m = r["metric"]
     return {**job, "metric": m, "test": r[m], "val": r[f"val_{m}"], "queries": r["queries"],
-            "seconds": time.perf_counter() - t0, "hybridlab_version": r["hybridlab_version"]}
+            "seconds": seconds, "hybridlab_version": r["hybridlab_version"]}
 
 
 def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,8 +1,8 @@
 """Resumable benchmark runs: one JSON line per finished run, appended, so a stopped benchmark continues.
 
-Used by ``robustness.py``, ``upkeep.py`` and ``tune_recipe.py``: each gives its jobs (dicts of
-arguments), the key that identifies a job in its result line, and the function that runs one job in a
-worker process.
+Used by ``robustness.py``, ``upkeep.py``, ``tune_recipe.py`` and ``directions_accuracy.py``: each gives
+its jobs (dicts of arguments), the key that identifies a job in its result line, and the function that
+runs one job in a worker process (each a :func:`run_recipe`).
 
 Every line records :func:`code_hash`, a fingerprint of the package's code, so that a result made by
 older code is never taken for a current one: :func:`run_missing` runs again every job whose line was
@@ -12,6 +12,7 @@ made by other code (or by a runner that did not record it).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -20,6 +21,20 @@ from typing import Any
 from hybridlab.provenance import code_fingerprint as code_hash  # the fingerprint every result line records
 
 Key = Callable[[dict[str, Any]], tuple]
+
+
+def run_recipe(task: str, device: str, method: str, **options: Any) -> tuple[dict[str, Any], float]:
+    """One :func:`hybridlab.recipes.run` as a benchmark worker runs it: on the CPU, with one PyTorch
+    thread (so that the numbers do not depend on the machine's load). Returns the run's result and its
+    wall-clock seconds, data loading included."""
+    import torch
+
+    torch.set_num_threads(1)
+    from hybridlab import recipes
+
+    t0 = time.perf_counter()
+    r = recipes.run(task, device, method, use_cuda=False, **options)
+    return r, time.perf_counter() - t0
 
 
 def load(path: Path, key: Key) -> list[dict[str, Any]]:

@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from resumable import load, run_missing
+from resumable import load, run_missing, run_recipe
 
 RESULTS = Path(__file__).with_name("results") / "robustness.jsonl"
 SETTINGS = (("vision", "easy"), ("vision", "hard"), ("audio", "easy"), ("audio", "hard"), ("text", "easy"))
@@ -47,17 +46,10 @@ def key(job: dict[str, Any]) -> tuple:
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
-    torch.set_num_threads(1)
-    from hybridlab import recipes
-
-    t0 = time.perf_counter()
-    r = recipes.run(job["task"], job["device"], job["method"], seed=job["seed"], variant=job["variant"],
-                    use_cuda=False)
+    r, seconds = run_recipe(job["task"], job["device"], job["method"], seed=job["seed"], variant=job["variant"])
     m = r["metric"]
     return {**job, "metric": m, "test": r[m], "val": r[f"val_{m}"], "queries": r["queries"],
-            "reconfigurations": r["reconfigurations"], "seconds": time.perf_counter() - t0,
+            "reconfigurations": r["reconfigurations"], "seconds": seconds,
             "hybridlab_version": r["hybridlab_version"]}
 
 

@@ -37,12 +37,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from resumable import load, run_missing
+from resumable import load, run_missing, run_recipe
 
 RESULTS = Path(__file__).with_name("results")
 DEVICES = ("slm", "mrr", "mzi")
@@ -135,11 +134,6 @@ def key(line: dict[str, Any]) -> tuple:
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
-    torch.set_num_threads(1)
-    from hybridlab import recipes
-
     kw = dict(job)
     task, device, method = kw.pop("task"), kw.pop("device"), kw.pop("method")
     setting, value = kw.pop("setting", "default"), kw.pop("value", None)
@@ -147,12 +141,11 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         kw["steps" if task == "text" else "epochs"], kw["batch_size"] = map(int, value.split("x"))
     elif setting != "default":
         kw[setting] = value
-    t0 = time.perf_counter()
-    r = recipes.run(task, device, method, use_cuda=False, **kw)
+    r, seconds = run_recipe(task, device, method, **kw)
     m = r["metric"]
     return {"job": job, "val": r[f"val_{m}"], "test": r[m], "metric": m, "queries": r["queries"],
             "reconfigurations": r["reconfigurations"], "best_step": r["history"]["best_step"],
-            "lr_device": r["settings"]["lr_device"], "seconds": time.perf_counter() - t0,
+            "lr_device": r["settings"]["lr_device"], "seconds": seconds,
             "hybridlab_version": r["hybridlab_version"]}
 
 
